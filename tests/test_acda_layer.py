@@ -13,6 +13,15 @@ from acda_lightning.nn.kernels import IMPLEMENTATIONS
 IMPLS = sorted(IMPLEMENTATIONS)
 
 
+def randomised(layer):
+    """Random generator weights: the paper variant starts with a zero last layer (constant atoms),
+    which would let a wrong per-pixel indexing pass unnoticed."""
+    for module in layer.atom_generator:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.2)
+    return layer
+
+
 def _reference_output(layer, x):
     atoms = layer.dynamic_atoms(x)
     return acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
@@ -40,8 +49,8 @@ MATRIX = list(
 def test_every_impl_equals_reference_forward_and_gradients(
     kernel_size, stride, dilation, size, bias, bases, generator
 ):
-    layer = ACDAConv2d(
-        3, 4, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, generator=generator
+    layer = randomised(
+        ACDAConv2d(3, 4, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, generator=generator)
     ).double()
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     expected = _reference_output(layer, x)
@@ -101,6 +110,15 @@ def test_default_padding_is_same_at_stride_one():
     assert layer(torch.randn(1, 2, 15, 12)).shape == (1, 2, 15, 12)
 
 
+def test_atoms_vary_per_pixel_once_trained_but_start_static():
+    layer = ACDAConv2d(3, 4, 5).eval()
+    x = torch.randn(1, 3, 8, 8)
+    atoms = layer.dynamic_atoms(x)
+    assert torch.allclose(atoms, atoms[..., :1, :1].expand_as(atoms))  # zero-initialised generator output
+    atoms = randomised(layer).dynamic_atoms(x)
+    assert (atoms - atoms[..., :1, :1]).abs().amax() > 1e-2
+
+
 def test_introspection_shapes():
     layer = ACDAConv2d(4, 5, 7, num_atoms=6)
     x = torch.randn(2, 4, 10, 12)
@@ -119,7 +137,7 @@ def test_introspection_shapes():
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shift", [(3, 5), (4, 0)])
 def test_translation_equivariance(generator, impl, shift):
-    layer = ACDAConv2d(3, 4, 7, impl=impl, generator=generator).eval()
+    layer = randomised(ACDAConv2d(3, 4, 7, impl=impl, generator=generator)).eval()
     dy, dx = shift
     x = torch.randn(1, 3, 32, 32)
     shifted = F.pad(x, (dx, 0, dy, 0))[..., :32, :32]  # content moves down-right
@@ -134,7 +152,7 @@ def test_translation_equivariance(generator, impl, shift):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_autocast_on_cpu(impl):
-    layer = ACDAConv2d(8, 8, 5, impl=impl).eval()
+    layer = randomised(ACDAConv2d(8, 8, 5, impl=impl)).eval()
     x = torch.randn(2, 8, 12, 12, requires_grad=True)
     with torch.no_grad():
         expected = layer(x)
@@ -150,7 +168,7 @@ def test_bf16_autocast_on_cpu(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_channels_last(impl):
-    layer = ACDAConv2d(4, 6, 3, impl=impl).eval()
+    layer = randomised(ACDAConv2d(4, 6, 3, impl=impl)).eval()
     x = torch.randn(2, 4, 9, 10)
     expected = layer(x)
     layer = layer.to(memory_format=torch.channels_last)
@@ -164,7 +182,7 @@ def test_channels_last(impl):
 @pytest.mark.slow
 @pytest.mark.parametrize("impl", IMPLS)
 def test_torch_compile_matches_eager(impl):
-    layer = ACDAConv2d(4, 6, 5, impl=impl).eval()
+    layer = randomised(ACDAConv2d(4, 6, 5, impl=impl)).eval()
     x = torch.randn(2, 4, 11, 9)
     compiled = torch.compile(layer)
     torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)

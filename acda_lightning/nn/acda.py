@@ -38,7 +38,7 @@ class ACDAConv2d(nn.Module):
     (num_atoms x K); the atoms are D = alpha @ bases, and the filter applied there is
     K[o, c] = sum_a A[o, c, a] D[a] with A shared over positions. ``generator`` picks the
     atom generator: ``"paper"`` is Appendix A.3 (1x1 conv to ``gen_hidden``, BatchNorm,
-    ReLU, 3x3 conv to num_atoms*K); ``"release"`` is the authors' released layer (3x3 conv
+    ReLU, 3x3 conv to num_atoms*K, its weights zero-initialised); ``"release"`` is the authors' released layer (3x3 conv
     to max(gen_hidden, num_atoms*K/2), BatchNorm, Tanh, 3x3 conv, BatchNorm, Tanh, so
     alpha lies in (-1, 1); A Kaiming-normal fan_out, bias zero).
     """
@@ -134,11 +134,17 @@ class ACDAConv2d(nn.Module):
             nn.init.kaiming_normal_(self.coefficients.view(self.out_channels, fan_in, 1, 1), mode="fan_out")
             if self.bias is not None:
                 nn.init.zeros_(self.bias)
-        else:  # nn.Conv2d's default initialisation of the equivalent 1x1 conv over in*m channels
+        else:
+            # A and bias: nn.Conv2d's default for the equivalent 1x1 conv over in*m channels.
             nn.init.kaiming_uniform_(self.coefficients.view(self.out_channels, fan_in, 1, 1), a=math.sqrt(5))
             if self.bias is not None:
                 bound = 1 / math.sqrt(fan_in)
                 nn.init.uniform_(self.bias, -bound, bound)
+            # The generator's last weights start at zero (as deformable conv's offset predictor does):
+            # alpha starts at the conv bias, so the layer starts as a static convolution and learns its
+            # per-pixel adaptation from there. Measured on the toy study: 2x faster early progress than
+            # a random start, which first has to unlearn a random per-pixel filter (README, toy study).
+            nn.init.zeros_(self.atom_generator[-1].weight)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         args = (self.kernel_size, self.stride, self.padding, self.dilation)

@@ -1,0 +1,6 @@
+"""Trainer callbacks: per-run reports and figures, and a convergence-based stopping rule."""
+
+from .convergence import ConvergenceStopping
+from .report import ReportWriter
+
+__all__ = ["ConvergenceStopping", "ReportWriter"]

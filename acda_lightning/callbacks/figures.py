@@ -1,0 +1,110 @@
+"""PNG figures for reports: learning curves and each task's own picture (registered by task name)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # reports are written on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ..utils import atomic_path  # noqa: E402
+
+_TASK_FIGURES: dict[str, Callable[[dict, Path], None]] = {}
+
+
+def save_figure(figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def register_task_figure(task: str):
+    def register(draw: Callable[[dict, Path], None]):
+        _TASK_FIGURES[task] = draw
+        return draw
+
+    return register
+
+
+def draw_task_figure(task: str, artifacts: dict, run_dir: Path) -> None:
+    if artifacts and task in _TASK_FIGURES:
+        _TASK_FIGURES[task](artifacts, run_dir)
+
+
+def learning_curves(histories: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """One panel per logged training/validation quantity; one line per run (log scale for losses)."""
+    keys = sorted({key for history in histories.values() for row in history for key in row if "/" in key})
+    if not keys:
+        return
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    for axis, key in zip(axes[0], keys):
+        for label, history in histories.items():
+            points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
+            if points:
+                axis.plot(*zip(*points), label=label)
+        axis.set_xlabel("step")
+        axis.set_title(key)
+        if "loss" in key or "mse" in key:
+            axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend()
+    if title:
+        figure.suptitle(title)
+    save_figure(figure, path)
+
+
+def image_grid(panels: list[list[tuple[str, np.ndarray]]], path: Path, title: str = "") -> None:
+    """Rows of (caption, 2-D map) panels, each with its own colour scale."""
+    rows, cols = len(panels), max(len(row) for row in panels)
+    figure, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.7 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for r, row in enumerate(panels):
+        for c, (caption, image) in enumerate(row):
+            axes[r][c].imshow(image, cmap="gray", interpolation="nearest")
+            axes[r][c].set_title(caption, fontsize=9)
+    if title:
+        figure.suptitle(title)
+    save_figure(figure, path)
+
+
+@register_task_figure("PatternDetection")
+def _pattern_detection(artifacts: dict, run_dir: Path) -> None:
+    shift = artifacts["shift"]
+    image_grid(
+        [
+            [("input", artifacts["image"]), ("target", artifacts["target"]), ("output", artifacts["output"])],
+            [
+                (f"input shifted {shift} px", artifacts["shifted_image"]),
+                ("shifted target", artifacts["shifted_target"]),
+                ("output on shifted input", artifacts["shifted_output"]),
+            ],
+        ],
+        run_dir / "figure.png",
+    )
+
+
+def bases_figure(kernel_size: int, bases_per_scale: int, path: Path) -> None:
+    """The multi-scale Fourier-Bessel bases, one row per scale (the paper's Figure B)."""
+    from ..nn import multiscale_fourier_bessel_bases
+    from ..nn.bases import default_scales
+
+    scales = default_scales(kernel_size)
+    bases = multiscale_fourier_bessel_bases(kernel_size, bases_per_scale).numpy()
+    limit = float(np.abs(bases).max())
+    figure, axes = plt.subplots(len(scales), bases_per_scale, figsize=(1.6 * bases_per_scale, 1.7 * len(scales)))
+    axes = np.atleast_2d(axes)
+    for row, scale in enumerate(scales):
+        for col in range(bases_per_scale):
+            axis = axes[row][col]
+            axis.imshow(bases[row * bases_per_scale + col], cmap="RdBu_r", vmin=-limit, vmax=limit)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if col == 0:
+                axis.set_ylabel(f"{scale}x{scale}")
+    figure.suptitle(f"Fourier-Bessel bases, {len(scales)} scales x {bases_per_scale}, padded to {kernel_size}x{kernel_size}")
+    save_figure(figure, Path(path))

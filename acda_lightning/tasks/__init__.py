@@ -1,0 +1,5 @@
+"""One LightningModule per task: each connects a network, a loss and its metrics."""
+
+from .pattern_detection import PatternDetection
+
+__all__ = ["PatternDetection"]
