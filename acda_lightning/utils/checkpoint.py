@@ -24,7 +24,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except FileNotFoundError:
             raise
         except Exception as error:  # torch raises a zoo of types for a truncated or foreign file
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RuntimeError(
-                f"cannot read checkpoint {path}: {error}. The file is corrupt or not a Lightning checkpoint; "
-                "delete it or pass another --ckpt_path"
+                f"cannot read checkpoint {path}: the file is corrupt or not a Lightning checkpoint "
+                f"({detail[:200]}); delete it or pass another --ckpt_path"
             ) from error
