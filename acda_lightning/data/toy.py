@@ -32,7 +32,7 @@ def make_pattern_canvas(
     shift: int = 20,
     num_patterns: int = 25,
     scales: Sequence[int] = (3, 5, 7),
-    shapes: Sequence[str] = ("ring",),
+    shapes: Sequence[str] = ("plus",),
     noise: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A (size+shift)^2 noisy canvas and its binary centre map.
@@ -93,7 +93,7 @@ class ToyPatternDataModule(L.LightningDataModule):
         size: int = 100,
         num_patterns: int = 25,
         scales: Sequence[int] = (3, 5, 7),
-        shapes: Sequence[str] = ("ring",),
+        shapes: Sequence[str] = ("plus",),
         noise: float = 0.1,
         shift: int = 20,
         seed: int = 0,

@@ -38,9 +38,9 @@ class ACDAConv2d(nn.Module):
     (num_atoms x K); the atoms are D = alpha @ bases, and the filter applied there is
     K[o, c] = sum_a A[o, c, a] D[a] with A shared over positions. ``generator`` picks the
     atom generator: ``"paper"`` is Appendix A.3 (1x1 conv to ``gen_hidden``, BatchNorm,
-    ReLU, 3x3 conv to num_atoms*K, its weights zero-initialised); ``"release"`` is the authors' released layer (3x3 conv
-    to max(gen_hidden, num_atoms*K/2), BatchNorm, Tanh, 3x3 conv, BatchNorm, Tanh, so
-    alpha lies in (-1, 1); A Kaiming-normal fan_out, bias zero).
+    ReLU, 3x3 conv to num_atoms*K, its weights zero-initialised); ``"release"`` is the
+    authors' released layer (3x3 conv to max(gen_hidden, num_atoms*K/2), BatchNorm, Tanh,
+    3x3 conv, BatchNorm, Tanh, so alpha lies in (-1, 1); A Kaiming-normal fan_out, bias zero).
     """
 
     def __init__(
