@@ -67,10 +67,12 @@ def _tools_parser() -> argparse.ArgumentParser:
     for name in LIGHTNING_SUBCOMMANDS:
         commands.add_parser(name, help=f"Lightning `{name}` on a YAML config (see `acda {name} --help`)")
 
+    from .data.synth import SYNTHESIZERS
+
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="write a small synthetic dataset in the official layout")
-    synth.add_argument("task", choices=["toy"], help="which task's data to write")
+    synth.add_argument("task", choices=SYNTHESIZERS.names(), help="which task's data to write")
     synth.add_argument("--out", required=True, type=Path, help="output folder")
     synth.add_argument("--seed", type=int, default=0)
 

@@ -1,8 +1,7 @@
-"""PNG figures for reports: learning curves and each task's own picture (registered by task name)."""
+"""Figure helpers every task shares: atomic PNG saving, learning curves, image grids, the bases (Fig. B)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -13,26 +12,10 @@ import numpy as np  # noqa: E402
 
 from ..utils import atomic_path  # noqa: E402
 
-_TASK_FIGURES: dict[str, Callable[[dict, Path], None]] = {}
-
-
 def save_figure(figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-
-
-def register_task_figure(task: str):
-    def register(draw: Callable[[dict, Path], None]):
-        _TASK_FIGURES[task] = draw
-        return draw
-
-    return register
-
-
-def draw_task_figure(task: str, artifacts: dict, run_dir: Path) -> None:
-    if artifacts and task in _TASK_FIGURES:
-        _TASK_FIGURES[task](artifacts, run_dir)
 
 
 def learning_curves(histories: dict[str, list[dict]], path: Path, title: str = "") -> None:
@@ -70,22 +53,6 @@ def image_grid(panels: list[list[tuple[str, np.ndarray]]], path: Path, title: st
     if title:
         figure.suptitle(title)
     save_figure(figure, path)
-
-
-@register_task_figure("PatternDetection")
-def _pattern_detection(artifacts: dict, run_dir: Path) -> None:
-    shift = artifacts["shift"]
-    image_grid(
-        [
-            [("input", artifacts["image"]), ("target", artifacts["target"]), ("output", artifacts["output"])],
-            [
-                (f"input shifted {shift} px", artifacts["shifted_image"]),
-                ("shifted target", artifacts["shifted_target"]),
-                ("output on shifted input", artifacts["shifted_output"]),
-            ],
-        ],
-        run_dir / "figure.png",
-    )
 
 
 def bases_figure(kernel_size: int, bases_per_scale: int, path: Path) -> None:

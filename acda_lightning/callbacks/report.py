@@ -13,7 +13,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from ..utils import atomic_path, write_json, write_text
 from .convergence import ConvergenceStopping
-from .figures import draw_task_figure, learning_curves
+from .figures import learning_curves
 
 
 def _scalars(metrics: dict, prefix: str) -> dict[str, float]:
@@ -91,7 +91,7 @@ class ReportWriter(Callback):
         if artifacts:
             with atomic_path(run_dir / "predictions.npz") as tmp, open(tmp, "wb") as handle:
                 np.savez_compressed(handle, **artifacts)
-            draw_task_figure(record["task"], artifacts, run_dir)
+            pl_module.report_figures(artifacts, run_dir)
 
     @staticmethod
     def _markdown(record: dict) -> str:

@@ -9,6 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..utils import atomic_path
+from .synth import register_synth
+
 
 def _glyph(shape: str, size: int) -> np.ndarray:
     """A size x size binary glyph; every glyph marks its own centre pixel."""
@@ -137,3 +140,17 @@ class ToyPatternDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(_Repeated(self.test_sample, 1), batch_size=1)
+
+
+@register_synth("toy")
+def synth_toy(out, seed: int) -> list:
+    """The toy study's canvas as toy.npz (canvas, target) plus a PNG to look at."""
+    from ..callbacks.figures import image_grid
+
+    canvas, target = make_pattern_canvas(seed)
+    arrays = out / "toy.npz"
+    with atomic_path(arrays) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, canvas=canvas, target=target)
+    picture = out / "toy.png"
+    image_grid([[("canvas", canvas), ("centre map", target)]], picture)
+    return [arrays, picture]

@@ -1,6 +1,8 @@
-"""What every task module shares: building the network by registry name, and a finite-loss guard."""
+"""What every task module shares: the network by registry name, a finite-loss guard, the report hooks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -9,7 +11,16 @@ from ..models import create_model
 
 
 class TaskModule(L.LightningModule):
-    """A LightningModule whose network is ``create_model(net, **net_kwargs)``."""
+    """A LightningModule whose network is ``create_model(net, **net_kwargs)``.
+
+    Hooks a task may fill in (the CLI and the ReportWriter call them; no shared file names a task):
+    - ``checkpoint_monitor``: ``(metric, "min" | "max")`` the best checkpoint is chosen by, or
+      None to test the final weights (``last.ckpt`` is always kept for resuming).
+    - ``report_artifacts``: a dict of arrays gathered during ``test`` (saved as predictions.npz).
+    - ``report_figures(artifacts, run_dir)``: draw the task's PNGs into the run's report folder.
+    """
+
+    checkpoint_monitor: tuple[str, str] | None = None
 
     def __init__(self, net: str, net_kwargs: dict | None = None):
         super().__init__()
@@ -17,6 +28,9 @@ class TaskModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def report_figures(self, artifacts: dict, run_dir: Path) -> None:
+        """Draw this task's figures from ``artifacts`` into ``run_dir`` (none by default)."""
 
     def check_finite(self, loss: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Stop at the first NaN/inf loss with the step and batch that produced it."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanSquaredError
 
+from ..callbacks.figures import image_grid
 from .base import TaskModule
 
 
@@ -76,3 +79,18 @@ class PatternDetection(TaskModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
+
+    def report_figures(self, artifacts: dict, run_dir: Path) -> None:
+        """figure.png: input, target and output, on the map and on the shifted map."""
+        shift = artifacts["shift"]
+        image_grid(
+            [
+                [("input", artifacts["image"]), ("target", artifacts["target"]), ("output", artifacts["output"])],
+                [
+                    (f"input shifted {shift} px", artifacts["shifted_image"]),
+                    ("shifted target", artifacts["shifted_target"]),
+                    ("output on shifted input", artifacts["shifted_output"]),
+                ],
+            ],
+            run_dir / "figure.png",
+        )

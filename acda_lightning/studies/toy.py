@@ -1,14 +1,13 @@
-"""Study reports: combine finished runs' reports/<run>/ into reports/<study>/, our numbers beside the paper's."""
+"""The toy pattern-detection study (paper Sec. 3.3, Fig. 6): reports/toy/ from the toy runs."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
-
-from .callbacks.figures import image_grid, learning_curves
-from .utils import write_json, write_text
+from ..callbacks.figures import image_grid, learning_curves
+from ..utils import write_json, write_text
+from . import register_study
+from .common import load_predictions, load_run
 
 # Shift errors at or below this are float32 rounding: outputs of magnitude ~1 carry ~6e-8 relative error.
 FLOAT_ROUNDING = 1e-5
@@ -20,25 +19,10 @@ TOY_ABLATIONS = {
 }
 
 
-def _load_run(root: Path, run: str) -> dict | None:
-    path = root / run / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it and re-run that experiment") from error
-
-
-def _load_predictions(root: Path, run: str) -> dict:
-    path = root / run / "predictions.npz"
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}
-
-
+@register_study("toy")
 def build_toy(root: Path) -> list[str]:
     """reports/toy/: metrics.json, report.md, figure.png (paper Fig. 6) and learning_curves.png."""
-    runs = {key: _load_run(root, run) for key, run in {**TOY_RUNS, **TOY_ABLATIONS}.items()}
+    runs = {key: load_run(root, run) for key, run in {**TOY_RUNS, **TOY_ABLATIONS}.items()}
     missing = [TOY_RUNS[key] for key in TOY_RUNS if runs[key] is None]
     if missing:
         return [f"toy: missing runs {missing}; run `make demo` (acda fit -c tasks/toy/<name>.yaml)"]
@@ -58,7 +42,7 @@ def build_toy(root: Path) -> list[str]:
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", _toy_markdown(metrics, runs))
 
-    conv, acda = _load_predictions(root, TOY_RUNS["conv"]), _load_predictions(root, TOY_RUNS["acda"])
+    conv, acda = load_predictions(root, TOY_RUNS["conv"]), load_predictions(root, TOY_RUNS["acda"])
     shift = int(acda["shift"])
     image_grid(
         [
@@ -121,17 +105,3 @@ def _toy_markdown(metrics: dict, runs: dict) -> str:
             )
     lines += ["", "![toy figure](figure.png)", "", "![learning curves](learning_curves.png)"]
     return "\n".join(lines) + "\n"
-
-
-STUDIES = {"toy": build_toy}
-
-
-def build_reports(root: str | Path = "reports") -> list[str]:
-    """Build every study whose runs exist; list what is missing. Never invents a number."""
-    root = Path(root)
-    lines = []
-    for build in STUDIES.values():
-        lines.extend(build(root))
-    index = ["# Reports", "", *[f"- {line}" for line in lines]]
-    write_text(root / "README.md", "\n".join(index) + "\n")
-    return lines
