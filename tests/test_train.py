@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from acda_lightning.cli import main
+from acda_lightning.data.synth import SYNTHESIZERS
 from acda_lightning.studies import build_reports
 
 CONFIGS = sorted(p for p in Path("tasks").rglob("*.yaml") if not p.name.startswith("_"))
@@ -33,14 +34,32 @@ def test_there_are_configs():
     assert len(CONFIGS) >= 4
 
 
+@pytest.fixture(scope="session")
+def synthetic_workdir(tmp_path_factory):
+    """A folder whose data/ holds `acda data synth <task>`'s output, written once per task folder."""
+    folders = {}
+
+    def workdir(task: str) -> Path:
+        if task not in folders:
+            folders[task] = tmp_path_factory.mktemp(f"synth_{task}")
+            if task in SYNTHESIZERS.names():
+                main(["data", "synth", task, "--out", str(folders[task] / "data")])
+        return folders[task]
+
+    return workdir
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_fast_dev_run(config, tmp_path):
+def test_fast_dev_run(config, tmp_path, monkeypatch, synthetic_workdir):
+    """Every config, one batch of fit and test, on its task's synthetic data in the official layout."""
+    config = config.resolve()
+    monkeypatch.chdir(synthetic_workdir(config.parent.name))  # configs read data/<Dataset>
     _fit(config, tmp_path, "--trainer.fast_dev_run", "true")
     name = next(p for p in (tmp_path / "reports").iterdir())
     record = json.loads((name / "metrics.json").read_text())
     assert record["training"]["steps"] == 1
-    assert set(record["metrics"]) >= {"test/mse", "test/shift_max_abs_diff"}
-    assert (name / "report.md").is_file() and (name / "figure.png").is_file()
+    assert record["metrics"] and all(key.startswith("test/") for key in record["metrics"])
+    assert (name / "report.md").is_file() and any(name.glob("*.png"))
 
 
 def test_toy_study_reproduces_the_paper(tmp_path):

@@ -1,7 +1,10 @@
 """`acda data synth <task> --out DIR`: small synthetic datasets so every task runs without downloads.
 
-Each data module registers its own writer with ``@register_synth("<task>")``; a writer takes
-``(out: Path, seed: int)`` and returns the paths it wrote, in the dataset's official layout.
+Each data module registers its own writer with ``@register_synth("<name>", "<config folder>")``;
+a writer takes ``(out: Path, seed: int)`` and returns the paths it wrote. It writes every dataset
+that the configs in ``tasks/<config folder>/`` read, each in its official layout under the folder
+those configs name below ``data/`` (e.g. ``OUT/ShanghaiTech/part_A_final/...`` for
+``root: data/ShanghaiTech``), so ``--data.root`` or ``DATA_DIR=OUT`` points a run at it.
 """
 
 from __future__ import annotations

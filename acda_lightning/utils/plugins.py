@@ -20,11 +20,14 @@ class Registry:
         self._entries: dict[str, Callable] = {}
         self._discovered = False
 
-    def register(self, name: str) -> Callable[[Callable], Callable]:
+    def register(self, name: str, *aliases: str) -> Callable[[Callable], Callable]:
+        """Register under ``name`` and any ``aliases`` (e.g. the task's config folder name)."""
+
         def decorate(function: Callable) -> Callable:
-            if name in self._entries and self._entries[name] is not function:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = function
+            for key in (name, *aliases):
+                if key in self._entries and self._entries[key] is not function:
+                    raise ValueError(f"{self.kind} {key!r} is registered twice")
+                self._entries[key] = function
             return function
 
         return decorate
@@ -49,4 +52,10 @@ class Registry:
         return self._entries[name]
 
     def items(self) -> list[tuple[str, Callable]]:
-        return [(name, self._entries[name]) for name in self.names()]
+        """Each registered function once, under its first name."""
+        seen, items = set(), []
+        for name in self.names():
+            if self._entries[name] not in seen:
+                seen.add(self._entries[name])
+                items.append((name, self._entries[name]))
+        return items
