@@ -6,7 +6,7 @@ ACDA := $(BIN)/acda
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu bench report figures clean
+.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,6 @@ test-slow: $(INSTALLED)
 
 test-gpu: $(INSTALLED)
 	$(BIN)/python -m pytest -m gpu
-
-bench: $(INSTALLED)
-	$(ACDA) bench layer
 
 report: $(INSTALLED)
 	$(ACDA) report

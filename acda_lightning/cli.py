@@ -1,7 +1,8 @@
 """The ``acda`` command: Lightning's fit/validate/test/predict on a YAML config, plus the project's tools.
 
-    acda fit -c tasks/toy/acda.yaml [--trainer.max_epochs 5 ...]
-    acda data synth toy --out DIR
+    acda fit -c tasks/toy/acda.yaml [--trainer.max_epochs 5 ...] [--ckpt_path last]
+    acda test|validate -c CONFIG --ckpt_path CKPT;  acda predict -c CONFIG --ckpt_path CKPT --predict_dir OUT
+    acda data synth <task> --out DIR
     acda report [--root reports]
     acda figures bases [--out reports/figures/bases.png]
     acda models [PATTERN]
@@ -10,54 +11,278 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Optional
 
-from lightning.pytorch.cli import LightningCLI
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # about Lightning's own calls into jsonargparse
+
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
+# Warnings Lightning raises that a user of this CLI cannot act on (each explained where it is silenced).
+QUIET_WARNINGS = (
+    "LightningCLI's args parameter",  # main(argv) is how this CLI (and its tests) calls LightningCLI
+    "Experiment logs directory",  # a resumed run appends to its own TensorBoard folder on purpose
+    ".*does not have many workers",  # the datamodules choose num_workers; configs set it per dataset
+    ".*GPU available but not used",  # configs that pin accelerator: cpu (the toy study) say so themselves
+    "The number of training batches .* is smaller than the logging interval",  # tiny synthetic sets
+    ".*Checkpoint directory .* exists and is not empty",  # resuming writes into its own run folder
+    "`isinstance\\(treespec, LeafSpec\\)` is deprecated",  # inside Lightning itself
+)
+
+
+class _DropAdvertisement(logging.Filter):
+    """Lightning prints a cloud-logging advertisement on every run; it is not about the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip: For seamless cloud logging" not in record.getMessage()
+
+SHORT_HELP = """usage: acda {sub} -c CONFIG.yaml [--section.key VALUE ...]
+
+Runs Lightning `{sub}` on one experiment config (tasks/<task>/<name>.yaml). Common options:
+  -c, --config FILE             the experiment (repeatable; later files override earlier ones)
+  --ckpt_path PATH|last|auto    fit: resume (`last`: the newest run of this config, an error when there is
+                                none; `auto`: resume if possible, else start fresh); test/validate/predict:
+                                the weights to use (without it they run on untrained weights, marked so)
+  --trainer.max_epochs N, --trainer.max_steps N, --trainer.devices N, --trainer.strategy ddp,
+  --trainer.accelerator cpu|gpu, --trainer.precision bf16-mixed, --trainer.fast_dev_run true
+  --data.root DIR, --data.batch_size N, --data.num_workers N
+  --model.init_args.KEY VALUE   any argument of the config's LightningModule (see --print_config)
+  --report.name NAME            run name: reports/NAME/ and runs/NAME/<run_id>/
+  --report.root DIR             where reports go (default reports/); --trainer.default_root_dir moves runs/
+  --test_after_fit true|false   fit: test the best (or final) weights when training ends (default true)
+  --predict_dir DIR             predict: where outputs go (default predictions/<report.name>/)
+  --seed_everything N           the seed (configs set one)
+  --print_config                print the resolved config and exit
+  --help-all                    every option Lightning accepts
+"""
+
 
 class ACDACLI(LightningCLI):
-    """LightningCLI in subclass mode: the config names the LightningModule and the DataModule.
-
-    Adds ``report`` (a ReportWriter: ``--report.name``, ``--report.root``) and, for ``fit``,
-    ``--test_after_fit`` (default true): test the best checkpoint, or the final weights when
-    no checkpoint is monitored, right after training, as lightning-hydra-template's train.py does.
-    """
+    """LightningCLI in subclass mode (the config names the LightningModule and the DataModule) that
+    gives every run an identity (``acda_lightning.runs``): its own folders, resumable checkpoints,
+    TensorBoard and CSV logs, and a report marked when the run was shortened on purpose."""
 
     def add_arguments_to_parser(self, parser) -> None:
         from .callbacks import ReportWriter
 
         parser.add_lightning_class_args(ReportWriter, "report")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run `test` when `fit` ends")
+        parser.add_argument(
+            "--predict_dir", type=Optional[str], default=None, help="predict: output folder (default predictions/<report.name>)"
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # The same configs without command-line overrides: what a complete run of them is.
+        config_files = _config_file_args(args)
+        own = parser.parse_args([self.config.subcommand, *config_files]) if config_files else self.config
+        self.config_trainer = dict(own[self.config.subcommand].trainer)
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``last``/``auto``, read the checkpoint once (a corrupt file is one clear error) and pick
+        the run id: a resumed fit continues its run; anything else starts a new one. Unlike Lightning's
+        own hook this does not overwrite the config's model with the checkpoint's hyperparameters: the
+        config decides the model, and the checkpoint must fit it (checked once the model exists)."""
+        from .runs import RUN_ID_ENV, RunError, last_checkpoint, new_run_id, read_checkpoint, run_id_of_checkpoint
+
+        subcommand = self.config.subcommand
+        config = self.config[subcommand]
+        self.runs_dir = Path(config.trainer.default_root_dir or "runs") / config.report.name
+        requested = config.get("ckpt_path")
+        path = None
+        if requested in ("last", "auto"):
+            path = last_checkpoint(self.runs_dir, os.environ.get(RUN_ID_ENV))
+            if path is None and requested == "last":
+                raise RunError(
+                    f"--ckpt_path last: no run of {config.report.name} to resume under {self.runs_dir}/ (no "
+                    f"*/checkpoints/last.ckpt); drop --ckpt_path to start a new run, or use --ckpt_path auto"
+                )
+        elif requested:
+            path = Path(requested)
+        self.checkpoint_path = path
+        self.checkpoint = read_checkpoint(path) if path else None
+        config.ckpt_path = str(path) if path else None
+        resumed = run_id_of_checkpoint(path, self.runs_dir) if path is not None and subcommand == "fit" else None
+        self.run_id = resumed or new_run_id()
 
     def before_instantiate_classes(self) -> None:
+        from .runs import RUN_ID_ENV
+
         config = self.config[self.subcommand]
-        if config.trainer.default_root_dir is None:  # logs, checkpoints and the resolved config
-            config.trainer.default_root_dir = f"runs/{config.report.name}"
+        self.run_dir = self.runs_dir / self.run_id
+        config.trainer.default_root_dir = str(self.run_dir)
+        os.environ[RUN_ID_ENV] = self.run_id  # the DDP ranks Lightning launches join this run
+
+    def after_instantiate_classes(self) -> None:
+        from .runs import RunError, check_checkpoint_fits, shortened_reasons
+
+        config = self.config[self.subcommand]
+        trained = None
+        if self.checkpoint is not None:
+            check_checkpoint_fits(self.checkpoint, self.checkpoint_path, self.model)
+            if self.subcommand != "fit":  # how long the weights under test were trained
+                trained = {"epochs": self.checkpoint.get("epoch", 0), "steps": self.checkpoint.get("global_step", 0)}
+            self.checkpoint = None  # the trainer reads it again; keep one copy in memory
+        if self.subcommand == "predict" and not hasattr(self.model, "write_predictions"):
+            raise RunError(f"{type(self.model).__name__} does not write predictions; `acda predict` supports the tasks that do")
+        shortened = shortened_reasons(dict(config.trainer), self.config_trainer, self.subcommand, config.ckpt_path)
+        tested = f"checkpoint {config.ckpt_path}" if config.ckpt_path and self.subcommand != "fit" else "final weights"
+        self.report.bind_run(self.run_id, shortened, self._resolved_config(), tested, trained)
+
+    @property
+    def report(self):
+        return self._get(self.config_init, "report")
+
+    def _resolved_config(self) -> dict:
+        import yaml
+
+        return yaml.safe_load(self._parser(self.subcommand).dump(self.config[self.subcommand]))
+
+    def instantiate_trainer(self, **kwargs):
+        from lightning.pytorch.plugins.io import CheckpointIO
+
+        from .utils.checkpoint import AtomicCheckpointIO
+
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        callbacks += self._run_callbacks(trainer_config)
+        plugins = trainer_config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            plugins.append(AtomicCheckpointIO())  # added here, not as a config default: it is not a setting
+        trainer_config["plugins"] = plugins
+        if trainer_config.get("logger") in (None, True):
+            trainer_config["logger"] = self._loggers()
+        return self._instantiate_trainer(trainer_config, callbacks)
+
+    def _loggers(self) -> list:
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        # TensorBoard appends to the run's folder across resumes; Lightning's CSV writer would delete an
+        # existing metrics.csv, so each attempt (first start, each resume) gets its own CSV.
+        attempt = len(list((self.run_dir / "csv").glob("attempt_*")))
+        return [
+            TensorBoardLogger(save_dir=str(self.runs_dir), name="", version=self.run_id, default_hp_metric=False),
+            CSVLogger(save_dir=str(self.run_dir), name="csv", version=f"attempt_{attempt}"),
+        ]
+
+    def _run_callbacks(self, trainer_config: dict) -> list:
+        """Checkpoints (last + the task's monitored best), RNG state, progress bar, prediction files."""
+        from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+
+        from .callbacks.run_state import PredictionFiles, RNGState
+        from .runs import CHECKPOINT_DIR, LAST_CHECKPOINT
+
+        configured = trainer_config.get("callbacks") or []
+        callbacks = [RNGState()]
+        if trainer_config.get("enable_checkpointing") is not False and not any(
+            isinstance(c, ModelCheckpoint) for c in configured
+        ):
+            # last.ckpt every epoch, for resuming (Lightning's save_last only follows a new best), and the
+            # best by the task's validation metric, when it has one.
+            directory = self.run_dir / CHECKPOINT_DIR
+            callbacks.append(ModelCheckpoint(dirpath=directory, filename=LAST_CHECKPOINT[: -len(".ckpt")], save_top_k=1))
+            monitor = getattr(self.model, "checkpoint_monitor", None)
+            if monitor:
+                callbacks.append(
+                    ModelCheckpoint(
+                        dirpath=directory, filename="best-{epoch}-{step}", monitor=monitor[0], mode=monitor[1], save_top_k=1
+                    )
+                )
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in configured
+        ):
+            callbacks.append(RichProgressBar())
+        if self.subcommand == "predict":
+            out_dir = self.config.predict.predict_dir or f"predictions/{self.config.predict.report.name}"
+            callbacks.append(PredictionFiles(out_dir))
+        return callbacks
+
+    def before_fit(self) -> None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        if self.trainer.is_global_zero:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    text = self._parser("fit").dump(self.config.fit)
+                    logger.experiment.add_text("config", "```yaml\n" + text + "\n```")
 
     def after_fit(self) -> None:
-        if not self.config.fit.test_after_fit:
+        if self.config.fit.test_after_fit:
+            monitored = [c for c in self.trainer.checkpoint_callbacks if c.monitor and c.best_model_path]
+            best = monitored[0].best_model_path if monitored else ""
+            if best:
+                self.report.run["tested"] = f"best checkpoint {best} ({monitored[0].monitor})"
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        self._print_locations()
+
+    def after_test(self) -> None:
+        self._print_locations()
+
+    def after_predict(self) -> None:
+        if self.trainer.is_global_zero:
+            callback = next(c for c in self.trainer.callbacks if type(c).__name__ == "PredictionFiles")
+            print(f"predictions: {callback.out_dir}/ ({len(callback.written)} files)")
+
+    def _print_locations(self) -> None:
+        if not self.trainer.is_global_zero:
             return
-        checkpoint = self.trainer.checkpoint_callback
-        best = checkpoint.best_model_path if checkpoint is not None and checkpoint.monitor else ""
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        report = self.report
+        lines = [f"run {report.name}/{self.run_id}"]
+        if report.run["shortened"]:
+            lines[0] += f" (shortened: {'; '.join(report.run['shortened'])}; it does not replace reports/{report.name}/)"
+        if self.subcommand == "fit" and not self.config.fit.test_after_fit:
+            lines.append("  report:      none (--test_after_fit false): `acda test -c CONFIG --ckpt_path CKPT` writes it")
+        else:
+            lines.append(f"  report:      {report.report_dir}/report.md")
+        if self.subcommand == "fit":
+            lines.append(f"  checkpoints: {self.run_dir / 'checkpoints'}/ (resume: add --ckpt_path last)")
+            lines.append(f"  logs:        {self.run_dir}/ (tensorboard --logdir {self.runs_dir})")
+        print("\n".join(lines))
+
+
+def _config_file_args(args: list[str]) -> list[str]:
+    """The ``-c FILE`` / ``--config FILE`` / ``--config=FILE`` arguments of a command line, in order."""
+    files, position = [], 0
+    while position < len(args):
+        arg = args[position]
+        if arg in ("-c", "--config") and position + 1 < len(args):
+            files += [arg, args[position + 1]]
+            position += 1
+        elif arg.startswith("--config="):
+            files.append(arg)
+        position += 1
+    return files
 
 
 def run_lightning(args: list[str]) -> None:
-    from .utils.checkpoint import AtomicCheckpointIO
+    from .runs import RUN_ID_ENV
 
-    ACDACLI(
-        model_class=None,
-        datamodule_class=None,
-        args=args,
-        trainer_defaults={"plugins": [AtomicCheckpointIO()]},
-        save_config_kwargs={"overwrite": True},
-    )
+    if "-h" in args or "--help" in args:
+        print(SHORT_HELP.format(sub=args[0]))
+        return
+    args = ["--help" if arg == "--help-all" else arg for arg in args]
+    for handler in logging.getLogger("lightning.pytorch").handlers:
+        if not any(isinstance(f, _DropAdvertisement) for f in handler.filters):
+            handler.addFilter(_DropAdvertisement())
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        try:
+            ACDACLI(model_class=None, datamodule_class=None, args=args, save_config_kwargs={"overwrite": True})
+        finally:
+            os.environ.pop(RUN_ID_ENV, None)
 
 
 def _tools_parser() -> argparse.ArgumentParser:
+    from .data.synth import SYNTHESIZERS
+
     parser = argparse.ArgumentParser(
         prog="acda",
         description="ACDA experiment suite. Training: `acda {fit,validate,test,predict} -c CONFIG.yaml` "
@@ -66,8 +291,6 @@ def _tools_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in LIGHTNING_SUBCOMMANDS:
         commands.add_parser(name, help=f"Lightning `{name}` on a YAML config (see `acda {name} --help`)")
-
-    from .data.synth import SYNTHESIZERS
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -78,6 +301,7 @@ def _tools_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="build the study reports (reports/<study>/) from finished runs")
     report.add_argument("--root", type=Path, default=Path("reports"), help="folder holding the runs' reports")
+    report.add_argument("--study", default=None, help="build only this study")
 
     figures = commands.add_parser("figures", help="draw a figure of the paper")
     figures.add_argument("figure", choices=["bases"], help="bases: the multi-scale Fourier-Bessel bases (Fig. B)")
@@ -91,6 +315,7 @@ def _tools_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``acda`` command; errors propagate as exceptions (``run`` turns them into one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         run_lightning(argv)
@@ -104,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "report":
         from .studies import build_reports
 
-        for line in build_reports(args.root):
+        for line in build_reports(args.root, only=args.study):
             print(line)
     elif args.command == "figures":
         from .callbacks.figures import bases_figure
@@ -120,5 +345,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """The console script: a user's mistake (missing data, a bad checkpoint, a NaN loss) is one line on
+    stderr and exit code 2, not a traceback; ``ACDA_DEBUG=1`` shows the traceback."""
+    try:
+        return main()
+    except (OSError, ValueError, KeyError, FloatingPointError) as error:
+        if os.environ.get("ACDA_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"acda: error: {message}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

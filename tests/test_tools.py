@@ -87,13 +87,6 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     assert '"nan": null' in target.read_text()
 
 
-def test_corrupt_checkpoint_error_names_the_file(tmp_path):
-    bad = tmp_path / "last.ckpt"
-    bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match="last.ckpt.*corrupt"):
-        AtomicCheckpointIO().load_checkpoint(bad)
-
-
 def test_checkpoint_save_is_atomic_and_resumable(tmp_path):
     path = tmp_path / "model.ckpt"
     AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, path)

@@ -56,8 +56,10 @@ def test_fast_dev_run(config, tmp_path, monkeypatch, synthetic_workdir):
     monkeypatch.chdir(synthetic_workdir(config.parent.name))  # configs read data/<Dataset>
     _fit(config, tmp_path, "--trainer.fast_dev_run", "true")
     name = next(p for p in (tmp_path / "reports").iterdir())
+    assert not (name / "metrics.json").exists(), "a fast_dev_run never becomes the run's record"
+    (name,) = list((name / "runs").iterdir())
     record = json.loads((name / "metrics.json").read_text())
-    assert record["training"]["steps"] == 1
+    assert record["training"]["steps"] == 1 and record["shortened"] == ["fast_dev_run=True"]
     assert record["metrics"] and all(key.startswith("test/") for key in record["metrics"])
     assert (name / "report.md").is_file() and any(name.glob("*.png"))
 
@@ -75,10 +77,25 @@ def test_toy_study_reproduces_the_paper(tmp_path):
     assert metrics["acda_heldout_mse"] < metrics["conv_heldout_mse"] / 5  # not just memorised
     for name in ("report.md", "figure.png", "learning_curves.png"):
         assert (tmp_path / "reports/toy" / name).stat().st_size > 0
+    study = (tmp_path / "reports/toy/report.md").read_text()
+    assert "SGD (lr 0.01, momentum 0.9)" in study and "converged after" in study
+
+    # A shortened run afterwards changes neither the full runs' records nor the study's numbers.
+    records = {name: (tmp_path / f"reports/toy_{name}/metrics.json").read_text() for name in ("conv", "acda")}
+    _fit(Path("tasks/toy/acda.yaml"), tmp_path, "--trainer.fast_dev_run", "true")
+    _fit(Path("tasks/toy/conv.yaml"), tmp_path, "--trainer.max_epochs", "1")
+    assert build_reports(tmp_path / "reports") == [line]
+    assert json.loads((tmp_path / "reports/toy/metrics.json").read_text()) == metrics
+    for name, text in records.items():
+        assert (tmp_path / f"reports/toy_{name}/metrics.json").read_text() == text
+    assert len(list((tmp_path / "reports/toy_acda/runs").iterdir())) == 2
 
 
 def test_report_lists_missing_runs_and_invents_nothing(tmp_path):
     lines = build_reports(tmp_path)
-    assert "missing runs" in lines[0]
+    assert "missing runs" in lines[0] and "shortened" not in lines[0]
     assert not (tmp_path / "toy").exists()
     assert "missing runs" in (tmp_path / "README.md").read_text()
+    (tmp_path / "toy_acda/runs/20260101-000000-abcd").mkdir(parents=True)
+    (tmp_path / "toy_acda/runs/20260101-000000-abcd/metrics.json").write_text("{}")
+    assert "only shortened runs exist for ['toy_acda']" in build_reports(tmp_path)[0]

@@ -136,10 +136,22 @@ class ToyPatternDataModule(L.LightningDataModule):
         }
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Repeated(self.train_sample, self.hparams.steps_per_epoch), batch_size=1)
+        # Every rank takes steps_per_epoch steps: DDP splits the epoch, so serve world_size times as many.
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        return DataLoader(_Repeated(self.train_sample, self.hparams.steps_per_epoch * world_size), batch_size=1)
+
+    def val_dataloader(self) -> DataLoader:
+        """The held-out map: ``acda validate`` and the per-epoch val/mse curve."""
+        return DataLoader(_Repeated({"image": self.test_sample["heldout_image"], "target": self.test_sample["heldout_target"], "name": "heldout"}, 1), batch_size=1)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(_Repeated(self.test_sample, 1), batch_size=1)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The training, shifted and held-out maps, one named sample each."""
+        sample = self.test_sample
+        maps = [("train", sample["image"]), ("shifted", sample["shifted_image"]), ("heldout", sample["heldout_image"])]
+        return DataLoader([{"image": image, "name": name} for name, image in maps], batch_size=1)
 
 
 @register_synth("toy")

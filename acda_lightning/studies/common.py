@@ -23,3 +23,11 @@ def load_predictions(root: Path, run: str) -> dict:
     """The arrays a run's figure was drawn from (reports/<run>/predictions.npz)."""
     with np.load(root / run / "predictions.npz") as arrays:
         return {key: arrays[key] for key in arrays.files}
+
+
+def missing_runs(root: Path, study: str, runs: list[str], command: str) -> str:
+    """The line a study prints when runs are missing: which, how to make them, and whether only
+    shortened runs (never used by a study) exist for them."""
+    shortened = [run for run in runs if any((root / run / "runs").glob("*/metrics.json"))]
+    note = f"; only shortened runs exist for {shortened} (studies use complete runs only)" if shortened else ""
+    return f"{study}: missing runs {runs}; run `{command}`{note}"

@@ -7,7 +7,7 @@ from pathlib import Path
 from ..callbacks.figures import image_grid, learning_curves
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run
+from .common import load_predictions, load_run, missing_runs
 
 # Shift errors at or below this are float32 rounding: outputs of magnitude ~1 carry ~6e-8 relative error.
 FLOAT_ROUNDING = 1e-5
@@ -25,7 +25,7 @@ def build_toy(root: Path) -> list[str]:
     runs = {key: load_run(root, run) for key, run in {**TOY_RUNS, **TOY_ABLATIONS}.items()}
     missing = [TOY_RUNS[key] for key in TOY_RUNS if runs[key] is None]
     if missing:
-        return [f"toy: missing runs {missing}; run `make demo` (acda fit -c tasks/toy/<name>.yaml)"]
+        return [missing_runs(root, "toy", missing, "make demo")]
     metrics = {}
     for key, record in runs.items():
         if record is None:
@@ -70,15 +70,42 @@ def build_toy(root: Path) -> list[str]:
     return [f"toy: {out}/report.md (Conv/ACDA MSE ratio {metrics['conv_over_acda_mse']:.1f}x)"]
 
 
+def _data(record: dict) -> dict:
+    return record["config"]["data"]["init_args"]
+
+
+def _recipe(record: dict) -> str:
+    """'SGD (lr 0.01, momentum 0.9)', from what the run recorded."""
+    optimizer = record["training"].get("optimizer") or {}
+    settings = ", ".join(f"{k} {optimizer[k]:g}" for k in ("lr", "momentum", "weight_decay") if optimizer.get(k))
+    return f"{optimizer.get('name', 'an unrecorded optimizer')} ({settings})"
+
+
+def _map_description(record: dict) -> str:
+    data = _data(record)
+    scales = "/".join(str(s) for s in data["scales"])
+    return (
+        f"{data['size']}x{data['size']} noisy map (noise sigma {data['noise']}) of {data['num_patterns']} "
+        f"{'/'.join(data['shapes'])} glyphs at scales {scales}"
+    )
+
+
+def _stopping(record: dict) -> str:
+    training = record["training"]
+    return f"{record['run']}: {training['steps']} steps, {training['stopping']}"
+
+
 def _toy_markdown(metrics: dict, runs: dict) -> str:
     ratio = metrics["conv_over_acda_mse"]
     shift_ok = all(metrics[f"{k}_shift_max_abs_diff"] <= FLOAT_ROUNDING for k in TOY_RUNS)
     lines = [
         "# Toy pattern detection (paper Sec. 3.3, Fig. 6)",
         "",
-        "One 7x7 Conv layer vs one 7x7 ACDA layer, trained with SGD (lr 0.01) and MSE on one 100x100",
-        "noisy map of 25 glyphs at scales 3/5/7, until the training loss converged; then tested on the",
-        "same map shifted 20 px down-right.",
+        f"One 7x7 Conv layer vs one 7x7 ACDA layer, trained with {_recipe(runs['acda'])} and MSE on one",
+        f"{_map_description(runs['acda'])}; then tested on the same map shifted {_data(runs['acda'])['shift']} px",
+        "down-right and on a held-out map.",
+        "",
+        *[f"- {key}: {_stopping(record)}" for key, record in runs.items() if record is not None],
         "",
         "| quantity | ours | paper |",
         "|---|---|---|",

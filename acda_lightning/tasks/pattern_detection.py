@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanSquaredError
 
 from ..callbacks.figures import image_grid
+from ..utils import atomic_path
 from .base import TaskModule
 
 
@@ -34,12 +36,34 @@ class PatternDetection(TaskModule):
         self.test_shifted_mse = MeanSquaredError()
         self.test_heldout_mse = MeanSquaredError()
         self.test_shift_error = MaxMetric()
+        self.val_mse = MeanSquaredError()
         self.report_artifacts: dict = {}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.mse_loss(self(batch["image"]), batch["target"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         return self.check_finite(loss, batch_idx)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.val_mse(self(batch["image"]), batch["target"])
+        self.log("val/mse", self.val_mse, prog_bar=True)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"output": self(batch["image"])}
+
+    def write_predictions(self, outputs: dict, batch: dict, out_dir: Path) -> list[Path]:
+        """<name>.npy (the output map) and <name>.png (input beside output) for each map."""
+        written = []
+        for index, name in enumerate(batch["name"]):
+            image = batch["image"][index, 0].float().cpu().numpy()
+            output = outputs["output"][index, 0].float().cpu().numpy()
+            array = out_dir / f"{name}.npy"
+            with atomic_path(array) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, output)
+            picture = out_dir / f"{name}.png"
+            image_grid([[("input", image), ("output", output)]], picture, title=name)
+            written += [array, picture]
+        return written
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         output = self(batch["image"])

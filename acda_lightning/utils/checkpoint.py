@@ -1,4 +1,8 @@
-"""Checkpoint IO that writes to a temporary file and renames it, so a crash never leaves a torn .ckpt."""
+"""Checkpoint IO that writes to a temporary file and renames it, so a crash never leaves a torn .ckpt.
+
+Reading a checkpoint given on the command line (and its one-line error for a corrupt or foreign
+file) is ``acda_lightning.runs.read_checkpoint``: the CLI reads it before Lightning does.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-
-    def load_checkpoint(self, path, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return super().load_checkpoint(path, *args, **kwargs)
-        except FileNotFoundError:
-            raise
-        except Exception as error:  # torch raises a zoo of types for a truncated or foreign file
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise RuntimeError(
-                f"cannot read checkpoint {path}: the file is corrupt or not a Lightning checkpoint "
-                f"({detail[:200]}); delete it or pass another --ckpt_path"
-            ) from error
