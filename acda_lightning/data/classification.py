@@ -217,7 +217,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
 # --- synthetic data: learnable classes (each a colour and a shape), in the official formats ----------------
 
-SYNTH_CIFAR_PER_BATCH = 10  # images per CIFAR-10 data batch file (5 files); CIFAR-100 gets as many in total
+SYNTH_CIFAR_PER_BATCH = 20  # images per CIFAR-10 data batch file (5 files); CIFAR-100 gets as many in total
 # ImageNet's 1000 class folders (placeholder wnids) so the 1000-way configs run on it; only the first
 # few hold images, keeping a 224x224 training step of the big Ad-ResNets on a CPU to a handful of images.
 SYNTH_IMAGENET_WNIDS = tuple(f"n{index:08d}" for index in range(1000))

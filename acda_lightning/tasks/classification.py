@@ -83,7 +83,7 @@ class ImageClassification(TaskModule):
         if data_classes is not None and data_classes != self.num_classes:
             raise ValueError(
                 f"the network predicts {self.num_classes} classes but {datamodule.root} holds {data_classes}; "
-                f"set --model.net_kwargs.num_classes {data_classes}"
+                f"set num_classes: {data_classes} in the config's model.init_args.net_kwargs"
             )
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
