@@ -2,5 +2,17 @@
 
 from .registry import create_model, list_models, register_model
 from .toy import toy_detector  # importing a builder module registers its models
+from .lenet import lenet
+from .ad_resnet import ad_resnet_l, ad_resnet_m, ad_resnet_s, ad_resnet_trunk
 
-__all__ = ["create_model", "list_models", "register_model", "toy_detector"]
+__all__ = [
+    "ad_resnet_l",
+    "ad_resnet_m",
+    "ad_resnet_s",
+    "ad_resnet_trunk",
+    "create_model",
+    "lenet",
+    "list_models",
+    "register_model",
+    "toy_detector",
+]

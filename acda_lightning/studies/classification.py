@@ -1,0 +1,99 @@
+"""The classification study (paper Sec. 4.1, Tables 1-2): reports/classification/ from the CIFAR and ImageNet runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..utils import write_json, write_text
+from . import register_study
+from .common import load_run
+
+# Table 1: top-1 error (%) of LeNet and LeNet+ACDA; Table 2: parameters (M), top-1 and top-5 error (%).
+TABLE1 = {
+    ("cifar10", "lenet"): 24.74,
+    ("cifar10", "lenet_acda"): 16.27,
+    ("cifar100", "lenet"): 56.60,
+    ("cifar100", "lenet_acda"): 49.53,
+}
+TABLE2 = {"s": (3.85, 28.81, 9.62), "m": (9.83, 25.81, 7.92), "l": (18.19, 23.22, 6.74)}
+CIFAR_RUNS = {f"{dataset}_{model}": (dataset, model) for dataset, model in TABLE1}
+IMAGENET_RUNS = {f"imagenet_ad_resnet_{v}{suffix}": (v, conv) for v in TABLE2 for suffix, conv in (("", "acda"), ("_conv", "conv"))}
+
+
+def _errors(record: dict) -> dict:
+    """Top-1/top-5 error (%) from a run's test accuracies."""
+    metrics = record["metrics"]
+    errors = {"top1": 100 * (1 - metrics["test/acc1"])}
+    if "test/acc5" in metrics:
+        errors["top5"] = 100 * (1 - metrics["test/acc5"])
+    return errors
+
+
+def _recipe(record: dict) -> str:
+    h = record["hparams"]
+    schedule = h["schedule"] if h["schedule"] == "cosine" else f"step x{h['gamma']} at epochs {list(h['milestones'])}"
+    return (
+        f"{h['optimizer']} lr {h['lr']}, weight decay {h['weight_decay']}, {schedule}, warm-up {h['warmup_epochs']} "
+        f"epochs, label smoothing {h['label_smoothing']}; {record['training']['epochs']} epochs, {record['training']['steps']} steps"
+    )
+
+
+@register_study("classification")
+def build_classification(root: Path) -> list[str]:
+    """reports/classification/: metrics.json and report.md (Tables 1-2, ours beside the paper's)."""
+    runs = {name: load_run(root, name) for name in (*CIFAR_RUNS, *IMAGENET_RUNS)}
+    finished = {name: record for name, record in runs.items() if record is not None}
+    missing = sorted(set(runs) - set(finished))
+    if not finished:
+        return [f"classification: missing runs {missing}; run `make train-cls CONFIG=<name>`"]
+    metrics = {}
+    for name, record in finished.items():
+        for key, value in _errors(record).items():
+            metrics[f"{name}_{key}_error"] = value
+        metrics[f"{name}_parameters"] = record["parameters"]["total"]
+    out = root / "classification"
+    write_json(out / "metrics.json", metrics)
+    write_text(out / "report.md", _markdown(metrics, finished, missing))
+    line = f"classification: {out}/report.md ({len(finished)} of {len(runs)} runs)"
+    return [line + (f"; missing runs {missing}" if missing else "")]
+
+
+def _cell(metrics: dict, key: str, digits: int = 2) -> str:
+    return f"{metrics[key]:.{digits}f}" if key in metrics else "not run"
+
+
+def _markdown(metrics: dict, finished: dict, missing: list[str]) -> str:
+    lines = [
+        "# Image classification (paper Sec. 4.1, Tables 1-2)",
+        "",
+        "## Table 1: CIFAR top-1 error (%), LeNet with its two convolutions as Conv or ACDA",
+        "",
+        "| model | CIFAR-10 ours | CIFAR-10 paper | CIFAR-100 ours | CIFAR-100 paper |",
+        "|---|---|---|---|---|",
+    ]
+    for model, label in (("lenet", "LeNet"), ("lenet_acda", "LeNet + ACDA")):
+        cells = []
+        for dataset in ("cifar10", "cifar100"):
+            cells += [_cell(metrics, f"{dataset}_{model}_top1_error"), f"{TABLE1[(dataset, model)]:.2f}"]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "## Table 2: ImageNet (parameters in millions, top-1 / top-5 error %)",
+        "",
+        "| model | params ours | params paper | top-1 ours | top-1 paper | top-5 ours | top-5 paper |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, (params, top1, top5) in TABLE2.items():
+        for suffix, label, paper in (("", "", (params, top1, top5)), ("_conv", " (Conv baseline)", None)):
+            run = f"imagenet_ad_resnet_{variant}{suffix}"
+            ours_params = f"{metrics[f'{run}_parameters'] / 1e6:.2f}" if f"{run}_parameters" in metrics else "not run"
+            paper_cells = [f"{value:.2f}" for value in paper] if paper else ["-", "-", "-"]
+            lines.append(
+                f"| Ad-ResNet-{variant}{label} | {ours_params} | {paper_cells[0]} | {_cell(metrics, f'{run}_top1_error')} | "
+                f"{paper_cells[1]} | {_cell(metrics, f'{run}_top5_error')} | {paper_cells[2]} |"
+            )
+    lines += ["", "## Runs", "", "| run | recipe |", "|---|---|"]
+    lines += [f"| {name} | {_recipe(record)} |" for name, record in sorted(finished.items())]
+    if missing:
+        lines += ["", f"Missing runs (not invented): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
