@@ -224,7 +224,7 @@ def _pad_to(sample: dict, height: int, width: int) -> dict:
 def _resize_density(density: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear resize, rescaled so the map keeps its total (the count)."""
     total = float(density.sum())
-    resized = np.asarray(Image.fromarray(density[0]).resize((width, height), Image.BILINEAR), np.float32)
+    resized = np.array(Image.fromarray(density[0]).resize((width, height), Image.BILINEAR), np.float32)
     if total > 0:
         resized *= total / max(float(resized.sum()), 1e-12)
     return resized[None]

@@ -121,7 +121,7 @@ class CrowdCounting(TaskModule):
         out_dir = Path(out_dir)
         written, counts = [], {}
         for index, name in enumerate(batch["name"]):
-            density = outputs["density"][index, 0].float().cpu().numpy()
+            density = outputs["density"][index, 0].detach().float().cpu().numpy()
             predicted, true = float(outputs["count"][index]), float(outputs["true_count"][index])
             counts[name] = (predicted, true)
             array_path = out_dir / f"{name}_density.npy"
