@@ -130,9 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "models":
         from .models import create_model, list_models
 
+        print(f"{'model':16s} {'conv':5s} {'parameters':>12s}  paper (ours vs paper)")
         for name in list_models(args.pattern):
-            model = create_model(name)
-            print(f"{name:24s} {sum(p.numel() for p in model.parameters()):>12,d} parameters")
+            for conv in ("acda", "conv"):  # every registered model takes conv="acda"|"conv" (DESIGN.md Sec. 4)
+                model = create_model(name, conv=conv)
+                count = sum(p.numel() for p in model.parameters())
+                paper = ", ".join(
+                    f"{value / 1e6:.2f}M {source} ({100 * (count / value - 1):+.1f}%)"
+                    for source, value in getattr(model, "paper_parameters", {}).items()
+                )
+                print(f"{name:16s} {conv:5s} {count:>12,d}  {paper or '-'}")
     return 0
 
 

@@ -3,19 +3,75 @@
 import pytest
 import torch
 
-from acda_lightning.models import create_model, list_models
+from acda_lightning.models import ad_resnet_trunk, create_model, list_models
+
+# Input channels per model family (default: RGB images); the toy detectors read one-channel maps.
+INPUT_CHANNELS = {"toy_detector": 1}
+# (model, input size, precision). Ad-ResNet steps at 224x224 or under CPU bf16 (whose depthwise
+# convolutions have no fast CPU path) take 10-40 s each on a 2-core CPU: those run as slow tests.
+FAST_CASES = {("lenet", 32, "bf16"), ("lenet", 224, "fp32"), ("ad_resnet_s", 224, "fp32")}
+CLASSIFIER_CASES = [
+    pytest.param(name, size, precision, marks=[] if (name, size, precision) in FAST_CASES else [pytest.mark.slow])
+    for name in list_models("lenet") + list_models("ad_resnet_*")
+    for size, precision in ((32, "bf16"), (224, "fp32"))
+]
+
+
+def _forward_backward(model, x):
+    x.requires_grad_(True)
+    output = model(x)
+    output.float().square().mean().backward()
+    assert torch.isfinite(output).all()
+    assert x.grad is not None
+    assert all(p.grad is not None for p in model.parameters())
+    return output
 
 
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("conv", ["conv", "acda"])
 def test_model_forward_backward(name, conv):
     model = create_model(name, conv=conv)
-    x = torch.randn(2, 1, 24, 20, requires_grad=True)
-    output = model(x)
-    assert output.shape == (2, 1, 24, 20)
-    output.square().mean().backward()
-    assert x.grad is not None
-    assert all(p.grad is not None for p in model.parameters())
+    output = _forward_backward(model, torch.randn(2, INPUT_CHANNELS.get(name, 3), 24, 20))
+    assert output.shape[0] == 2
+
+
+@pytest.mark.parametrize("name, size, precision", CLASSIFIER_CASES)
+@pytest.mark.parametrize("conv", ["conv", "acda"])
+def test_classifier_on_cifar_and_imagenet_sizes(name, conv, size, precision):
+    """Logits (B, num_classes) on 32x32 under CPU bf16 autocast and on 224x224 in fp32."""
+    model = create_model(name, conv=conv, num_classes=7)
+    x = torch.randn(2 if size == 32 else 1, 3, size, size)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        output = _forward_backward(model, x)
+    assert output.shape == (x.shape[0], 7)
+
+
+@pytest.mark.parametrize("variant", ["s", "m", "l"])
+def test_ad_resnet_trunk_says_what_it_returns(variant):
+    for maxpool in (True, False):
+        trunk = ad_resnet_trunk(variant, maxpool=maxpool)
+        with torch.no_grad():
+            features = trunk(torch.randn(1, 3, 64, 96))
+        assert features.shape == (1, trunk.out_channels, 64 // trunk.output_stride, 96 // trunk.output_stride)
+    assert trunk.output_stride == 16
+
+
+def test_classifier_trunk_weights_load_into_a_crowd_trunk():
+    """A classification checkpoint's net.trunk.* state dict fits the trunk without max-pool exactly."""
+    classifier = create_model("ad_resnet_s", num_classes=10)
+    trunk = ad_resnet_trunk("s", maxpool=False)
+    trunk.load_state_dict(classifier.trunk.state_dict(), strict=True)
+    for name, tensor in trunk.state_dict().items():
+        assert torch.equal(tensor, classifier.trunk.state_dict()[name])
+
+
+def test_ad_resnet_uses_acda_only_in_conv3_and_conv4():
+    from acda_lightning.nn import ACDAConv2d
+
+    model = create_model("ad_resnet_s")
+    kernels = [(name.split(".")[2], module.kernel_size) for name, module in model.named_modules() if isinstance(module, ACDAConv2d)]
+    assert kernels == [("2", 7), ("2", 7), ("3", 5), ("3", 5)]  # trunk.stages.<index>: Conv3_x 7x7, Conv4_x 5x5
+    assert not any(isinstance(m, ACDAConv2d) for m in create_model("ad_resnet_s", conv="conv").modules())
 
 
 def test_unknown_model_names_the_registered_ones():
@@ -23,6 +79,19 @@ def test_unknown_model_names_the_registered_ones():
         create_model("resnet9000")
 
 
-def test_toy_detector_rejects_acda_arguments_for_conv():
+@pytest.mark.parametrize("name", ["toy_detector", "lenet", "ad_resnet_s"])
+def test_standard_conv_models_reject_acda_arguments(name):
     with pytest.raises(ValueError, match="no ACDA arguments"):
-        create_model("toy_detector", conv="conv", num_atoms=3)
+        create_model(name, conv="conv", num_atoms=3)
+
+
+def test_models_command_prints_ours_beside_the_papers(capsys):
+    from acda_lightning.cli import main
+
+    main(["models", "ad_resnet_s"])
+    lines = capsys.readouterr().out.splitlines()
+    acda = next(line for line in lines if line.split()[:2] == ["ad_resnet_s", "acda"])
+    conv = next(line for line in lines if line.split()[:2] == ["ad_resnet_s", "conv"])
+    count = sum(p.numel() for p in create_model("ad_resnet_s").parameters())
+    assert f"{count:,d}" in acda and "3.85M Table 2" in acda and "2.28M Table 7" in acda
+    assert "4.60M Table 7" in conv
