@@ -17,12 +17,14 @@ from scipy.io import savemat
 
 from acda_lightning.cli import main
 from acda_lightning.data import CrowdDataModule, ShanghaiTech, UCFQNRF, gaussian_density
-from acda_lightning.data.crowd import TrainTransform, WholeImageTransform, synth_crowd
+from acda_lightning.data.crowd import TrainTransform, WholeImageTransform, pad_collate, synth_crowd
 from acda_lightning.data.density import cached_density, density_key, sum_pool
 from acda_lightning.metrics import CountMAE, CountRMSE
 from acda_lightning.models import create_model
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.crowd import CrowdCounting, load_pretrained_trunk
+
+from crowd_metric_ranks import PREDICTED, TRUE, run_rank
 
 # --- density maps ---------------------------------------------------------------------------------
 
@@ -68,12 +70,19 @@ def test_crop_flip_and_downsampling_keep_the_count():
     assert abs(window["density"].sum() - 25) < 1e-3
 
 
-def test_small_images_are_padded_to_the_crop():
-    density = gaussian_density(np.array([[5.0, 5.0], [20.0, 10.0]]), (24, 30))[None]
-    sample = {"image": np.ones((3, 24, 30), np.float32), "density": density, "count": 2.0, "name": "x"}
-    out = TrainTransform(crop_size=64, downsample=2, rng=np.random.default_rng(0))(sample)
-    assert out["image"].shape == (3, 64, 64) and abs(out["count"] - 2) < 1e-3
-    assert out["image"].sum() == 3 * 24 * 30  # zero padding adds nothing
+def test_small_images_are_kept_whole_and_padded_to_the_batch():
+    transform = TrainTransform(crop_size=64, downsample=2, rng=np.random.default_rng(0))
+    samples = []
+    for height, width, heads in ((23, 30, [[5.0, 5.0], [20.0, 10.0]]), (80, 40, [[30.0, 60.0]])):
+        density = gaussian_density(np.array(heads), (height, width))[None]
+        sample = transform({"image": np.ones((3, height, width), np.float32), "density": density, "count": 0.0, "name": "x"})
+        samples.append({**sample, "image": torch.from_numpy(sample["image"]), "density": torch.from_numpy(sample["density"])})
+    assert samples[0]["image"].shape == (3, 24, 30) and abs(samples[0]["count"] - 2) < 1e-3
+    assert samples[1]["image"].shape == (3, 64, 40)  # the long side cropped, the short one kept
+    batch = pad_collate(samples)
+    assert batch["image"].shape == (2, 3, 64, 40) and batch["density"].shape == (2, 1, 32, 20)
+    assert batch["image"][0].sum() == 3 * 23 * 30  # zero padding adds nothing
+    assert torch.allclose(batch["density"].sum(dim=(1, 2, 3)), batch["count"].float(), atol=1e-3)
 
 
 # --- readers on the official formats -------------------------------------------------------------
@@ -152,10 +161,10 @@ def test_datamodule_batches_crops_and_whole_images(tmp_path):
     data = CrowdDataModule(str(tmp_path / "ShanghaiTech"), "shb", batch_size=4, num_workers=0, crop_size=64, downsample=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 64, 64) and batch["density"].shape == (4, 1, 16, 16)
+    assert batch["image"].shape == (4, 3, 48, 64) and batch["density"].shape == (4, 1, 12, 16)  # whole 48 x 64 images
     assert torch.allclose(batch["density"].sum(dim=(1, 2, 3)), batch["count"].float(), atol=1e-3)
     whole = next(iter(data.val_dataloader()))
-    assert whole["image"].shape == (1, 3, 96, 128) and whole["density"].shape == (1, 1, 24, 32)
+    assert whole["image"].shape == (1, 3, 48, 64) and whole["density"].shape == (1, 1, 12, 16)
     assert whole["count"].item() == int(whole["count"].item())  # the annotated heads, not a crop's share
     assert len(list((tmp_path / "ShanghaiTech" / ".density_cache").glob("*.h5"))) > 0
 
@@ -193,21 +202,6 @@ def test_bad_annotations_and_images_get_one_clear_message(tmp_path):
 
 # --- metrics, exactly reduced over processes --------------------------------------------------------
 
-PREDICTED = torch.tensor([10.0, 3.5, 7.0, 0.0, 12.0, 40.0, 2.0])
-TRUE = torch.tensor([12.0, 3.0, 9.0, 1.0, 12.0, 30.0, 2.5])
-SHARDS = [[0, 1, 2, 3, 4], [5, 6]]  # uneven: no padded duplicates may enter the sums
-
-
-def _metric_rank(rank: int, port: int, out: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    mae, rmse = CountMAE(), CountRMSE()
-    for index in SHARDS[rank]:  # one whole image per step, as the test loop does
-        mae.update(PREDICTED[index : index + 1], TRUE[index : index + 1])
-        rmse.update(PREDICTED[index : index + 1], TRUE[index : index + 1])
-    Path(out, f"rank{rank}.json").write_text(json.dumps([mae.compute().item(), rmse.compute().item()]))
-    torch.distributed.destroy_process_group()
-
-
 def test_counting_metrics_reduce_exactly_over_two_processes(tmp_path):
     error = PREDICTED - TRUE
     expected = [error.abs().mean().item(), error.square().mean().sqrt().item()]
@@ -218,7 +212,7 @@ def test_counting_metrics_reduce_exactly_over_two_processes(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    torch.multiprocessing.spawn(_metric_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
+    torch.multiprocessing.spawn(run_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(expected, rel=1e-6)
 
@@ -231,8 +225,8 @@ def test_counting_net_outputs_a_density_at_its_output_stride(conv):
     net = create_model("crowd_ad_resnet_s", conv=conv)
     x = torch.randn(1, 3, 2 * net.size_divisor, 3 * net.size_divisor)
     assert net(x).shape == (1, 1, x.shape[2] // net.output_stride, x.shape[3] // net.output_stride)
-    with pytest.raises(ValueError, match="multiple of the network's stride"):
-        net(torch.randn(1, 3, net.size_divisor + 1, net.size_divisor))
+    odd = torch.randn(1, 3, net.size_divisor + 3, net.size_divisor - 1)  # padded inside, cropped back
+    assert net(odd).shape == (1, 1, -(-odd.shape[2] // net.output_stride), -(-odd.shape[3] // net.output_stride))
 
 
 def test_pretrained_trunk_loads_and_a_mismatch_is_named(tmp_path):
@@ -250,7 +244,8 @@ def test_pretrained_trunk_loads_and_a_mismatch_is_named(tmp_path):
 
 SMALL_RUN = [
     "--data.crop_size", "64", "--data.batch_size", "4", "--data.num_workers", "0",
-    "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.check_val_every_n_epoch", "1",
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+    "--trainer.check_val_every_n_epoch", "1",
     "--trainer.enable_progress_bar", "false",
 ]  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .ad_resnet import ad_resnet_trunk
@@ -17,6 +18,7 @@ class CrowdCounter(nn.Module):
 
     ``output_stride`` (trunk stride / 2**len(decoder_channels)) is the factor the target density is
     sum-pooled by; ``size_divisor`` (the trunk's stride) is what input sizes must be multiples of.
+    ``paper_parameters``: Table 3's count for the same net (``acda models`` prints ours beside it).
     The last layer is linear: a final ReLU would start training with dead outputs on empty regions.
     """
 
@@ -39,17 +41,27 @@ class CrowdCounter(nn.Module):
         self.output_stride = self.size_divisor // 2 ** len(decoder_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, 1, ceil(H / output_stride), ceil(W / output_stride)).
+
+        Inputs are zero-padded at the bottom/right to a multiple of ``size_divisor`` and the
+        output cropped back; CrowdDataModule pads whole images itself so that nothing is cropped.
+        """
         height, width = x.shape[-2:]
-        if height % self.size_divisor or width % self.size_divisor:
-            raise ValueError(
-                f"input of size {height}x{width} is not a multiple of the network's stride {self.size_divisor}; "
-                "pad it (CrowdDataModule's size_divisor does)"
-            )
-        return self.decoder(self.trunk(x))
+        step = self.size_divisor
+        x = F.pad(x, (0, -width % step, 0, -height % step))
+        density = self.decoder(self.trunk(x))
+        return density[..., : -(-height // self.output_stride), : -(-width // self.output_stride)]
+
+
+# Table 3: the baseline is the Ad-ResNet-s net with standard convolutions.
+PAPER_PARAMETERS = {("s", "acda"): 4.87e6, ("s", "conv"): 4.78e6, ("m", "acda"): 11.87e6}
 
 
 def _crowd_counter(variant: str, conv: str, decoder_channels: Sequence[int], **acda_kwargs) -> CrowdCounter:
-    return CrowdCounter(ad_resnet_trunk(variant, conv=conv, maxpool=False, **acda_kwargs), decoder_channels)
+    net = CrowdCounter(ad_resnet_trunk(variant, conv=conv, maxpool=False, **acda_kwargs), decoder_channels)
+    if (variant, conv) in PAPER_PARAMETERS:
+        net.paper_parameters = {"Table 3": PAPER_PARAMETERS[variant, conv]}
+    return net
 
 
 @register_model
