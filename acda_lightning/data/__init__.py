@@ -1,5 +1,14 @@
 """Datasets in their official on-disk formats, and the LightningDataModules that wrap them."""
 
+from .realsr import RealSR, RealSRDataModule
 from .toy import ToyPatternDataModule, make_pattern_canvas
+from .transforms import augment, paired_random_crop
 
-__all__ = ["ToyPatternDataModule", "make_pattern_canvas"]
+__all__ = [
+    "RealSR",
+    "RealSRDataModule",
+    "ToyPatternDataModule",
+    "augment",
+    "make_pattern_canvas",
+    "paired_random_crop",
+]
