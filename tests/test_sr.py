@@ -138,28 +138,12 @@ def test_predictions_are_written_with_a_side_by_side(synthetic_data, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def _fit_tiny(config: str, tmp_path: Path, *overrides: str) -> None:
-    """`acda fit` (fit -> test -> run report) on a config with a tiny net and one short epoch."""
-    main(
-        [
-            "fit",
-            "-c",
-            str(Path(config).resolve()),
-            "--report.root",
-            str(tmp_path / "reports"),
-            "--trainer.default_root_dir",
-            str(tmp_path / "runs"),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.max_epochs",
-            "1",
-            "--data.init_args.train_repeat",
-            "1",
-            "--data.init_args.num_workers",
-            "0",
-            *overrides,
-        ]
-    )
+def _fit_tiny(config: Path, tmp_path: Path, *overrides: str) -> None:
+    """`acda fit` (fit -> test -> run report) on a config with one short epoch, no workers."""
+    outputs = {"report.root": tmp_path / "reports", "trainer.default_root_dir": tmp_path / "runs"}
+    short = {"trainer.max_epochs": 1, "data.init_args.train_repeat": 1, "data.init_args.num_workers": 0}
+    arguments = [item for key, value in {**outputs, **short}.items() for item in (f"--{key}", str(value))]
+    main(["fit", "-c", str(config), "--trainer.enable_progress_bar", "false", *arguments, *overrides])
 
 
 def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, tmp_path, monkeypatch):
