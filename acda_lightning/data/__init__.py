@@ -3,14 +3,20 @@
 from .classification import ClassificationDataModule
 from .crowd import CrowdDataModule, ShanghaiTech, UCFQNRF
 from .density import gaussian_density
+from .realsr import RealSR, RealSRDataModule
 from .toy import ToyPatternDataModule, make_pattern_canvas
+from .transforms import augment, paired_random_crop
 
 __all__ = [
     "ClassificationDataModule",
     "CrowdDataModule",
+    "RealSR",
+    "RealSRDataModule",
     "ShanghaiTech",
     "ToyPatternDataModule",
     "UCFQNRF",
+    "augment",
     "gaussian_density",
     "make_pattern_canvas",
+    "paired_random_crop",
 ]

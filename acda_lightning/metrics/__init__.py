@@ -1,5 +1,6 @@
-"""Evaluation metrics as torchmetrics objects (reduced correctly under DDP)."""
+"""Evaluation metrics: functional per-image values and torchmetrics wrappers that reduce exactly under DDP."""
 
 from .counting import CountMAE, CountRMSE
+from .image import MeanPSNR, MeanSSIM, psnr, rgb_to_y, ssim
 
-__all__ = ["CountMAE", "CountRMSE"]
+__all__ = ["CountMAE", "CountRMSE", "MeanPSNR", "MeanSSIM", "psnr", "rgb_to_y", "ssim"]

@@ -1,12 +1,14 @@
 """Networks of the paper, built by registered functions: ``create_model("toy_detector", conv="acda")``."""
 
 from .registry import create_model, list_models, register_model
-from .toy import toy_detector  # importing a builder module registers its models
-from .lenet import lenet
-from .ad_resnet import ad_resnet_l, ad_resnet_m, ad_resnet_s, ad_resnet_trunk
+from .ad_resnet import ad_resnet_l, ad_resnet_m, ad_resnet_s, ad_resnet_trunk  # importing a builder module registers its models
 from .crowd import crowd_ad_resnet_m, crowd_ad_resnet_s
+from .lenet import lenet
+from .restoration import RestorationNet, sr_net
+from .toy import toy_detector
 
 __all__ = [
+    "RestorationNet",
     "ad_resnet_l",
     "ad_resnet_m",
     "ad_resnet_s",
@@ -17,5 +19,6 @@ __all__ = [
     "lenet",
     "list_models",
     "register_model",
+    "sr_net",
     "toy_detector",
 ]

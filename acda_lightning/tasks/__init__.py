@@ -3,5 +3,6 @@
 from .classification import ImageClassification
 from .crowd import CrowdCounting
 from .pattern_detection import PatternDetection
+from .super_resolution import SuperResolution
 
-__all__ = ["CrowdCounting", "ImageClassification", "PatternDetection"]
+__all__ = ["CrowdCounting", "ImageClassification", "PatternDetection", "SuperResolution"]
