@@ -6,13 +6,19 @@ import torch
 from acda_lightning.models import create_model, list_models
 
 
+# (input shape, output shape) of a tiny forward pass, for models that do not map 1 channel to 1 channel.
+SHAPES = {"sr_net": ((2, 3, 12, 10), (2, 3, 48, 40))}
+DEFAULT_SHAPES = ((2, 1, 24, 20), (2, 1, 24, 20))
+
+
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("conv", ["conv", "acda"])
 def test_model_forward_backward(name, conv):
     model = create_model(name, conv=conv)
-    x = torch.randn(2, 1, 24, 20, requires_grad=True)
+    input_shape, output_shape = SHAPES.get(name, DEFAULT_SHAPES)
+    x = torch.randn(*input_shape, requires_grad=True)
     output = model(x)
-    assert output.shape == (2, 1, 24, 20)
+    assert output.shape == output_shape
     output.square().mean().backward()
     assert x.grad is not None
     assert all(p.grad is not None for p in model.parameters())
