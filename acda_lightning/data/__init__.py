@@ -4,6 +4,7 @@ from .classification import ClassificationDataModule
 from .crowd import CrowdDataModule, ShanghaiTech, UCFQNRF
 from .density import gaussian_density
 from .realsr import RealSR, RealSRDataModule
+from .sidd import SIDD, SIDDDataModule
 from .toy import ToyPatternDataModule, make_pattern_canvas
 from .transforms import augment, paired_random_crop
 
@@ -12,6 +13,8 @@ __all__ = [
     "CrowdDataModule",
     "RealSR",
     "RealSRDataModule",
+    "SIDD",
+    "SIDDDataModule",
     "ShanghaiTech",
     "ToyPatternDataModule",
     "UCFQNRF",

@@ -1,0 +1,445 @@
+"""SIDD (Abdelhamed et al., CVPR 2018) in its official layout: scene folders for training, validation blocks for testing.
+
+Layout under ``root`` (``data/SIDD``)::
+
+    Data/<scene>/[<id>_]NOISY_SRGB_<k>.PNG    training pairs (SIDD-Medium: with ``<id>_``; SIDD-Small: without)
+    Data/<scene>/[<id>_]GT_SRGB_<k>.PNG
+    ValidationNoisyBlocksSrgb.mat              (images, blocks, 256, 256, 3) uint8, key = file stem
+    ValidationGtBlocksSrgb.mat                 MATLAB v5 (scipy) or v7.3 (HDF5, h5py)
+
+Training images are 12-megapixel; ``build_patch_cache`` cuts them once into tiles in one h5 file
+(written atomically) that ``CachedTiles`` reads lazily, opening the file once per worker process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import h5py
+import lightning as L
+import numpy as np
+import scipy.io
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ..utils import atomic_path
+from .synth import register_synth
+
+NOISY_KEY, CLEAN_KEY = "ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb"
+_NOISY_PATTERN = re.compile(r"NOISY_SRGB_\d+\.png$", re.IGNORECASE)
+SYNTH_HINT = "`acda data synth sidd --out data` writes a small synthetic set in this layout"
+LAYOUT = (
+    "expected <root>/Data/<scene>/[<id>_]NOISY_SRGB_<k>.PNG with [<id>_]GT_SRGB_<k>.PNG beside it, and "
+    f"<root>/{NOISY_KEY}.mat + <root>/{CLEAN_KEY}.mat (images x blocks x H x W x 3 uint8)"
+)
+
+
+def _missing(path: Path, what: str) -> FileNotFoundError:
+    return FileNotFoundError(f"{what} {path} not found; {LAYOUT}. {SYNTH_HINT}")
+
+
+def read_png(path: Path) -> np.ndarray:
+    """An (H, W, 3) uint8 array; an unreadable file raises one ValueError naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read image {path} ({error}); replace the file or re-extract the dataset") from error
+
+
+def _to_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def find_scene_pairs(root: Path) -> list[tuple[Path, Path]]:
+    """(noisy, clean) PNG paths of every scene folder under ``root/Data``, sorted; a missing GT is an error."""
+    data = root / "Data"
+    if not data.is_dir():
+        raise _missing(data, "SIDD training folder")
+    pairs = []
+    for noisy in sorted(path for path in data.glob("*/*") if _NOISY_PATTERN.search(path.name)):
+        clean = noisy.with_name(noisy.name.replace("NOISY_SRGB", "GT_SRGB").replace("noisy_srgb", "gt_srgb"))
+        if not clean.is_file():
+            raise FileNotFoundError(f"{noisy} has no ground truth {clean.name} beside it; {LAYOUT}")
+        pairs.append((noisy, clean))
+    if not pairs:
+        raise FileNotFoundError(f"no *NOISY_SRGB_*.PNG in the scene folders of {data}; {LAYOUT}. {SYNTH_HINT}")
+    return pairs
+
+
+def _open_blocks(path: Path, key: str):
+    """The blocks array of a validation .mat as (images, blocks, H, W, 3): numpy for v5, a lazy h5py view for v7.3."""
+    if not path.is_file():
+        raise _missing(path, "SIDD validation file")
+    if h5py.is_hdf5(path):  # MATLAB v7.3: HDF5 stores the array with its axes reversed
+        handle = h5py.File(path, "r")
+        if key not in handle:
+            found = list(handle.keys())
+            handle.close()
+            raise ValueError(f"{path} has no variable {key!r} (found {found}); {LAYOUT}")
+        return handle[key], True
+    try:
+        mat = scipy.io.loadmat(path, variable_names=[key])
+    except (ValueError, TypeError, OSError) as error:
+        raise ValueError(f"cannot read MATLAB file {path} ({error}); {LAYOUT}") from error
+    if key not in mat:
+        found = [name for name, *_ in scipy.io.whosmat(path)]
+        raise ValueError(f"{path} has no variable {key!r} (found {found}); {LAYOUT}")
+    return mat[key], False
+
+
+def _blocks_shape(array, reversed_axes: bool, path: Path) -> tuple[int, ...]:
+    shape = tuple(array.shape[::-1] if reversed_axes else array.shape)
+    if len(shape) != 5 or shape[-1] != 3 or array.dtype != np.uint8:
+        raise ValueError(
+            f"{path} holds a {array.dtype} array of shape {shape} (as MATLAB sees it); "
+            "expected (images, blocks, H, W, 3) uint8, e.g. (40, 32, 256, 256, 3)"
+        )
+    return shape
+
+
+class ValidationBlocks:
+    """One validation .mat, block by block; an h5 (v7.3) file is opened lazily in the process that reads it."""
+
+    def __init__(self, path: Path, key: str):
+        self.path, self.key = path, key
+        array, self._reversed = _open_blocks(path, key)
+        self.shape = _blocks_shape(array, self._reversed, path)
+        if self._reversed:
+            array.file.close()
+            self._lazy = LazyH5(path)
+        else:
+            self._array = array
+
+    def __getitem__(self, index: tuple[int, int]) -> np.ndarray:
+        image, block = index
+        if self._reversed:
+            return np.asarray(self._lazy.file[self.key][:, :, :, block, image]).T
+        return self._array[image, block]
+
+
+class LazyH5:
+    """An h5py file opened on first use in each process: an h5py handle must never cross a fork or a pickle."""
+
+    def __init__(self, path: Path):
+        self.path, self._file, self._pid = path, None, None
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_file": None, "_pid": None}
+
+
+class SIDD(Dataset):
+    """SIDD sRGB pairs as ``{"noisy", "clean", "name"}`` (float32 CHW in [0, 1]).
+
+    ``split="train"``: one sample per scene-folder pair (whole image). ``split="test"``: one sample
+    per 256x256 validation block, named ``val_<image>_<block>``. ``transform`` maps a sample dict
+    to a sample dict (e.g. a paired random crop).
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.root, self.split, self.transform = Path(root), split, transform
+        if not self.root.is_dir():
+            raise _missing(self.root, "SIDD root")
+        if split == "train":
+            self.pairs = find_scene_pairs(self.root)
+        else:
+            self.noisy_blocks = ValidationBlocks(self.root / f"{NOISY_KEY}.mat", NOISY_KEY)
+            self.clean_blocks = ValidationBlocks(self.root / f"{CLEAN_KEY}.mat", CLEAN_KEY)
+            if self.noisy_blocks.shape != self.clean_blocks.shape:
+                raise ValueError(
+                    f"{self.noisy_blocks.path} has shape {self.noisy_blocks.shape} but {self.clean_blocks.path} "
+                    f"has {self.clean_blocks.shape}; the noisy and ground-truth blocks must match"
+                )
+
+    def __len__(self) -> int:
+        if self.split == "train":
+            return len(self.pairs)
+        images, blocks = self.noisy_blocks.shape[:2]
+        return images * blocks
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(noisy, clean, name) as (H, W, 3) uint8 arrays."""
+        if self.split == "train":
+            noisy_path, clean_path = self.pairs[index]
+            noisy, clean = read_png(noisy_path), read_png(clean_path)
+            if noisy.shape != clean.shape:
+                raise ValueError(f"{noisy_path} is {noisy.shape[:2]} but its ground truth {clean_path} is {clean.shape[:2]}")
+            return noisy, clean, f"{noisy_path.parent.name}/{noisy_path.stem}"
+        image, block = divmod(index, self.noisy_blocks.shape[1])
+        return self.noisy_blocks[image, block], self.clean_blocks[image, block], f"val_{image:02d}_{block:02d}"
+
+    def __getitem__(self, index: int) -> dict:
+        noisy, clean, name = self.pair(index)
+        sample = {"noisy": _to_tensor(noisy), "clean": _to_tensor(clean), "name": name}
+        return self.transform(sample) if self.transform else sample
+
+
+def _tile_starts(size: int, tile: int) -> list[int]:
+    """Tile origins covering [0, size): a step of ``tile``, the last tile flush with the border."""
+    starts = list(range(0, size - tile + 1, tile))
+    return starts if starts[-1] == size - tile else [*starts, size - tile]
+
+
+def _cache_signature(pairs: Sequence[tuple[Path, Path]], tile: int) -> str:
+    """What the cache was cut from: a rebuilt or edited dataset (names, byte sizes) or another tile size is stale."""
+    return f"tile={tile};" + ";".join(f"{noisy.name}:{noisy.stat().st_size}:{clean.stat().st_size}" for noisy, clean in pairs)
+
+
+def build_patch_cache(dataset: SIDD, path: str | os.PathLike, tile: int = 512) -> Path:
+    """Cut every training pair into ``tile`` x ``tile`` tiles, once, into one h5 file (``noisy``, ``clean``, ``names``).
+
+    The tile shrinks to the smallest image side if an image is smaller. The file is written under
+    a temporary name and renamed, so a crash never leaves a half cache; a cache whose source
+    listing or tile size differs is rebuilt.
+    """
+    path = Path(path)
+    sizes = []
+    for noisy, _ in dataset.pairs:
+        try:
+            with Image.open(noisy) as image:
+                sizes.append(image.size[::-1])
+        except (OSError, SyntaxError) as error:
+            raise ValueError(f"cannot read image {noisy} ({error}); replace the file or re-extract the dataset") from error
+    tile = min(tile, *(min(size) for size in sizes))
+    signature = _cache_signature(dataset.pairs, tile)
+    if path.is_file():
+        with h5py.File(path, "r") as cache:
+            if cache.attrs.get("signature") == signature:
+                return path
+    origins = [(index, top, left) for index, (height, width) in enumerate(sizes)
+               for top in _tile_starts(height, tile) for left in _tile_starts(width, tile)]
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as cache:
+        shape, chunks = (len(origins), tile, tile, 3), (1, tile, tile, 3)
+        noisy_tiles = cache.create_dataset("noisy", shape, np.uint8, chunks=chunks)
+        clean_tiles = cache.create_dataset("clean", shape, np.uint8, chunks=chunks)
+        names = []
+        loaded = -1
+        for row, (index, top, left) in enumerate(origins):
+            if index != loaded:
+                noisy, clean, name = dataset.pair(index)
+                loaded = index
+            noisy_tiles[row] = noisy[top : top + tile, left : left + tile]
+            clean_tiles[row] = clean[top : top + tile, left : left + tile]
+            names.append(f"{name}@{top},{left}")
+        cache.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
+        cache.attrs["signature"] = signature
+    return path
+
+
+class CachedTiles(Dataset):
+    """The tiles of a ``build_patch_cache`` file, read lazily (the file opens once in each worker process)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.h5 = LazyH5(Path(path))
+        with h5py.File(self.h5.path, "r") as cache:
+            self.length = len(cache["noisy"])
+
+    def __len__(self) -> int:
+        return self.length
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        cache = self.h5.file
+        return cache["noisy"][index], cache["clean"][index], cache["names"][index].decode()
+
+
+def paired_random_crop(pair: torch.Tensor, size: int, name: str) -> torch.Tensor:
+    """One random ``size`` x ``size`` window of a (2, C, H, W) stack (TEMPORARY until data/transforms.py lands)."""
+    height, width = pair.shape[-2:]
+    if size > min(height, width):
+        raise ValueError(f"patch_size {size} exceeds the {height}x{width} image {name}; lower --data.patch_size")
+    top = int(torch.randint(height - size + 1, ()))
+    left = int(torch.randint(width - size + 1, ()))
+    return pair[..., top : top + size, left : left + size]
+
+
+def random_dihedral(pair: torch.Tensor) -> torch.Tensor:
+    """One of the 8 flips/rotations, drawn once for the stack (TEMPORARY until data/transforms.py lands)."""
+    draw = int(torch.randint(8, ()))
+    if draw & 4:
+        pair = pair.flip(-1)
+    return torch.rot90(pair, draw & 3, (-2, -1))
+
+
+class RandomPatches(Dataset):
+    """``patches_per_image`` random ``patch_size`` crops of each pair of ``source`` per epoch, same crop and
+    flip/rotation (one of the 8 dihedral transforms) for the noisy and the clean image."""
+
+    def __init__(self, source: SIDD | CachedTiles, patch_size: int, patches_per_image: int, augment: bool = True):
+        self.source, self.patch_size, self.patches_per_image, self.augment = source, patch_size, patches_per_image, augment
+
+    def __len__(self) -> int:
+        return len(self.source) * self.patches_per_image
+
+    def __getitem__(self, index: int) -> dict:
+        noisy, clean, name = self.source.pair(index // self.patches_per_image)
+        pair = torch.stack([_to_tensor(noisy), _to_tensor(clean)])  # one draw crops and turns both
+        pair = paired_random_crop(pair, self.patch_size, name)
+        if self.augment:
+            pair = random_dihedral(pair)
+        return {"noisy": pair[0], "clean": pair[1], "name": name}
+
+
+class PNGFolder(Dataset):
+    """Every PNG of a folder as ``{"noisy", "name"}``: the images ``acda predict`` denoises."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.paths = sorted(p for p in self.root.glob("*") if p.suffix.lower() == ".png") if self.root.is_dir() else []
+        if not self.paths:
+            raise FileNotFoundError(f"no PNG images in {self.root}; pass a folder of .png files as --data.predict_root")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.paths[index]
+        return {"noisy": _to_tensor(read_png(path)), "name": path.stem}
+
+
+class SIDDDataModule(L.LightningDataModule):
+    """SIDD sRGB denoising: random paired patches for training, the validation blocks for validation and test.
+
+    SIDD's benchmark ground truth is withheld, so papers (VDNet, ACDA) report the 1280 validation
+    blocks; ``val_blocks`` limits how many of them the per-epoch validation uses (test uses all).
+    ``cache_dir`` turns on the h5 tile cache (``tiles<cache_tile>.h5`` there, built once by the
+    first process in ``prepare_data``); without it every patch decodes its whole training PNG.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/SIDD",
+        patch_size: int = 128,
+        patches_per_image: int = 16,
+        batch_size: int = 16,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        val_blocks: int | None = None,
+        cache_dir: str | None = None,
+        cache_tile: int = 512,
+        predict_root: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+
+    @property
+    def cache_path(self) -> Path | None:
+        cache_dir = self.hparams.cache_dir
+        return Path(cache_dir) / f"tiles{self.hparams.cache_tile}.h5" if cache_dir else None
+
+    def prepare_data(self) -> None:
+        if self.cache_path is not None:
+            build_patch_cache(SIDD(self.hparams.root, "train"), self.cache_path, self.hparams.cache_tile)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if stage in (None, "fit"):
+            source = CachedTiles(self.cache_path) if self.cache_path is not None else SIDD(hp.root, "train")
+            self.train_set = RandomPatches(source, hp.patch_size, hp.patches_per_image)
+        if stage in (None, "fit", "validate", "test") or (stage == "predict" and hp.predict_root is None):
+            self.test_set = SIDD(hp.root, "test")
+            blocks = len(self.test_set) if hp.val_blocks is None else min(hp.val_blocks, len(self.test_set))
+            self.val_set = torch.utils.data.Subset(self.test_set, range(blocks))
+        if stage == "predict" and hp.predict_root is not None:
+            self.predict_set = PNGFolder(hp.predict_root)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.hparams.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.hparams.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.hparams.predict_root is None:
+            return self._loader(self.test_set, self.hparams.eval_batch_size)
+        return self._loader(self.predict_set, 1)  # a folder's images may differ in size
+
+
+SYNTH_TRAIN_IMAGES = ("astronaut", "rocket", "immunohistochemistry", "coffee")
+SYNTH_VAL_IMAGES = ("chelsea", "colorwheel")  # held out: validation never sees a training scene
+
+
+def realistic_noise(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Signal-dependent, spatially varying noise on an (H, W, 3) uint8 image, quantised back to uint8.
+
+    Heteroscedastic Gaussian (the Poisson-Gaussian model of camera noise): variance
+    gain(x) * (shot * clean + read), with ``gain`` a smooth random field in [0.4, 1.6], so
+    the noise level changes over the image and with its brightness, as SIDD's does.
+    """
+    height, width = clean.shape[:2]
+    coarse = rng.uniform(0.4, 1.6, (3, 3)).astype(np.float32)
+    gain = np.asarray(Image.fromarray(coarse, mode="F").resize((width, height), Image.BILINEAR))[..., None]
+    signal = clean.astype(np.float32) / 255.0
+    shot, read = rng.uniform(0.006, 0.012), rng.uniform(0.0002, 0.0006)
+    noisy = signal + np.sqrt(gain * (shot * signal + read)) * rng.standard_normal(signal.shape, dtype=np.float32)
+    return np.clip(np.round(noisy * 255.0), 0, 255).astype(np.uint8)
+
+
+def _skimage_picture(name: str, size: tuple[int, int]) -> np.ndarray:
+    """A scikit-image sample picture, resized to (height, width), as (H, W, 3) uint8."""
+    import skimage.data
+
+    picture = getattr(skimage.data, name)()
+    if picture.ndim == 2:
+        picture = np.repeat(picture[..., None], 3, axis=-1)
+    return np.asarray(Image.fromarray(picture[..., :3]).resize(size[::-1], Image.LANCZOS))
+
+
+def _save_png(path: Path, image: np.ndarray) -> Path:
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path
+
+
+def _save_mat_v5(path: Path, key: str, blocks: np.ndarray) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        scipy.io.savemat(handle, {key: blocks})
+    return path
+
+
+@register_synth("sidd", "denoise")
+def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), blocks: int = 4, block: int = 64) -> list[Path]:
+    """OUT/SIDD: 4 training scenes of one 128x128 pair each and 2 held-out validation images x 4 blocks of 64x64.
+
+    Same layout and file formats as SIDD-Medium + the validation .mat files (MATLAB v5), with
+    ``realistic_noise`` on pictures that scikit-image ships.
+    """
+    rng = np.random.default_rng(seed)
+    root = out / "SIDD"
+    written = []
+    for index, picture in enumerate(SYNTH_TRAIN_IMAGES, start=1):
+        clean = _skimage_picture(picture, train_size)
+        scene = root / "Data" / f"{index:04d}_001_SYN_{picture}"
+        written.append(_save_png(scene / f"{index:04d}_GT_SRGB_010.PNG", clean))
+        written.append(_save_png(scene / f"{index:04d}_NOISY_SRGB_010.PNG", realistic_noise(clean, rng)))
+    noisy_blocks = np.empty((len(SYNTH_VAL_IMAGES), blocks, block, block, 3), np.uint8)
+    clean_blocks = np.empty_like(noisy_blocks)
+    for image, picture in enumerate(SYNTH_VAL_IMAGES):
+        clean = _skimage_picture(picture, (2 * block, 2 * block))
+        noisy = realistic_noise(clean, rng)
+        for index in range(blocks):  # SIDD's blocks are 256x256 windows of one full image
+            top, left = rng.integers(0, block + 1, 2)
+            clean_blocks[image, index] = clean[top : top + block, left : left + block]
+            noisy_blocks[image, index] = noisy[top : top + block, left : left + block]
+    written.append(_save_mat_v5(root / f"{NOISY_KEY}.mat", NOISY_KEY, noisy_blocks))
+    written.append(_save_mat_v5(root / f"{CLEAN_KEY}.mat", CLEAN_KEY, clean_blocks))
+    return written

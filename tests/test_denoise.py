@@ -1,0 +1,233 @@
+"""Real-world denoising on SIDD (paper Sec. 4.3, Table 5): the reader on the official formats, the
+patch cache, the VDNet objective term by term, the task end to end, and bad input."""
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+import torch
+from PIL import Image
+from torch.distributions import Gamma, InverseGamma, Normal, kl_divergence
+
+from acda_lightning.cli import main
+from acda_lightning.data.sidd import (
+    CLEAN_KEY,
+    NOISY_KEY,
+    SIDD,
+    CachedTiles,
+    SIDDDataModule,
+    build_patch_cache,
+    realistic_noise,
+)
+from acda_lightning.losses import sigma_prior_map, vdnet_terms
+
+
+def _write_png(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def _write_mat_v5(path, key, array):
+    scipy.io.savemat(path, {key: array})
+
+
+def _write_mat_v73(path, key, array):
+    """As MATLAB's `save -v7.3` does: HDF5 behind a 512-byte header, the array's axes reversed (column-major)."""
+    with h5py.File(path, "w", userblock_size=512) as handle:
+        handle.create_dataset(key, data=np.ascontiguousarray(array.T))
+    with open(path, "r+b") as handle:
+        handle.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: synthetic HDF5 schema 1.00 .".ljust(116))
+
+
+def _blocks(rng, images=2, blocks=3, size=16):
+    return rng.integers(0, 256, (images, blocks, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def sidd_root(tmp_path):
+    """SIDD-Medium style scene folders (with <id>_), one SIDD-Small style (without), v5 validation blocks.
+
+    Every noisy image is 255 - its ground truth, so a sample shows at once whether both got the same crop/turn.
+    """
+    rng = np.random.default_rng(0)
+    root = tmp_path / "SIDD"
+    for scene, prefix, shape in [("0001_001_S6_00100_00060_3200_L", "0001_", (40, 56)), ("0002_001_GP_00800_00350_5500_N", "", (48, 40))]:
+        for k in ("010", "011"):
+            clean = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+            _write_png(root / "Data" / scene / f"{prefix}GT_SRGB_{k}.PNG", clean)
+            _write_png(root / "Data" / scene / f"{prefix}NOISY_SRGB_{k}.PNG", 255 - clean)
+    clean = _blocks(rng)
+    _write_mat_v5(root / f"{NOISY_KEY}.mat", NOISY_KEY, 255 - clean)
+    _write_mat_v5(root / f"{CLEAN_KEY}.mat", CLEAN_KEY, clean)
+    return root
+
+
+def test_reads_scene_folders_as_written(sidd_root):
+    train = SIDD(sidd_root, "train")
+    assert len(train) == 4
+    sample = train[0]
+    assert sample["name"] == "0001_001_S6_00100_00060_3200_L/0001_NOISY_SRGB_010"
+    assert sample["noisy"].shape == (3, 40, 56) and sample["noisy"].dtype == torch.float32
+    written = np.asarray(Image.open(sidd_root / "Data/0001_001_S6_00100_00060_3200_L/0001_GT_SRGB_010.PNG"))
+    assert torch.equal(sample["clean"], torch.from_numpy(written.copy()).permute(2, 0, 1).float() / 255)
+    assert torch.allclose(sample["noisy"], 1 - sample["clean"])
+    assert train[3]["noisy"].shape == (3, 48, 40)  # the SIDD-Small naming (no <id>_) is read too
+
+
+@pytest.mark.parametrize("writer", [_write_mat_v5, _write_mat_v73], ids=["v5", "v7.3"])
+def test_reads_validation_blocks_in_both_mat_versions(tmp_path, writer):
+    clean = _blocks(np.random.default_rng(1), images=2, blocks=3)
+    noisy = 255 - clean
+    writer(tmp_path / f"{NOISY_KEY}.mat", NOISY_KEY, noisy)
+    writer(tmp_path / f"{CLEAN_KEY}.mat", CLEAN_KEY, clean)
+    test = SIDD(tmp_path, "test")
+    assert len(test) == 6
+    sample = test[4]  # image 1, block 1
+    assert sample["name"] == "val_01_01"
+    assert torch.equal(sample["clean"], torch.from_numpy(clean[1, 1]).permute(2, 0, 1).float() / 255)
+    assert torch.equal(sample["noisy"], torch.from_numpy(noisy[1, 1]).permute(2, 0, 1).float() / 255)
+
+
+def test_v73_blocks_open_lazily_in_each_worker(tmp_path):
+    clean = _blocks(np.random.default_rng(2), images=2, blocks=2)
+    for key, array in ((NOISY_KEY, 255 - clean), (CLEAN_KEY, clean)):
+        _write_mat_v73(tmp_path / f"{key}.mat", key, array)
+    test = SIDD(tmp_path, "test")
+    test[0]  # opens the files in this process first: workers must not reuse that handle
+    loader = torch.utils.data.DataLoader(test, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    names = [batch["name"][0] for batch in loader]
+    assert names == ["val_00_00", "val_00_01", "val_01_00", "val_01_01"]
+
+
+def test_patch_cache_is_built_once_atomically_and_rebuilt_when_stale(sidd_root, tmp_path):
+    train = SIDD(sidd_root, "train")
+    path = build_patch_cache(train, tmp_path / "cache" / "tiles.h5", tile=32)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiles.h5"]  # no temporary left behind
+    tiles = CachedTiles(path)
+    # 40x56 -> 2x2 tiles (the last ones flush with the border), 48x40 -> 2x2 tiles; 4 images
+    assert len(tiles) == 16
+    noisy, clean, name = tiles.pair(1)
+    assert name.endswith("0001_NOISY_SRGB_010@0,24")
+    full_noisy, full_clean, _ = train.pair(0)
+    assert np.array_equal(clean, full_clean[0:32, 24:56]) and np.array_equal(noisy, full_noisy[0:32, 24:56])
+    stamp = path.stat().st_mtime_ns
+    assert build_patch_cache(train, path, tile=32).stat().st_mtime_ns == stamp  # up to date: reused
+    assert len(CachedTiles(build_patch_cache(train, path, tile=16))) > 16  # another tile size: rebuilt
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["pngs", "h5-cache"])
+def test_datamodule_gives_paired_patches(sidd_root, tmp_path, cached):
+    data = SIDDDataModule(
+        root=str(sidd_root), patch_size=24, patches_per_image=5, batch_size=4, val_blocks=2,
+        cache_dir=str(tmp_path / "cache") if cached else None, cache_tile=32,
+    )
+    data.prepare_data()
+    data.setup("fit")
+    assert len(data.train_set) == (16 if cached else 4) * 5
+    batch = next(iter(data.train_dataloader()))
+    assert batch["noisy"].shape == batch["clean"].shape == (4, 3, 24, 24)
+    assert torch.allclose(batch["noisy"], 1 - batch["clean"])  # the same crop and flip/rotation for both
+    assert len(data.val_set) == 2 and len(data.test_set) == 6
+
+
+def test_vdnet_gaussian_kl_equals_the_normal_kl():
+    mu, log_m2, clean = torch.randn(3, 1, 2, 5, 5, dtype=torch.float64).unbind()
+    log_m2 = log_m2 - 12  # posterior variances near eps0^2 = 1e-6
+    ones = torch.ones_like(mu)
+    terms = vdnet_terms(mu, log_m2, ones, ones, clean + 0.1, clean, eps2=1e-6)
+    direct = kl_divergence(Normal(mu, (0.5 * log_m2).exp()), Normal(clean, math.sqrt(1e-6))).mean()
+    assert torch.allclose(terms["kl_gauss"], direct, rtol=1e-10)
+
+
+def test_vdnet_inverse_gamma_kl_equals_the_kl_of_the_precisions():
+    """KL(IG(a, b) || IG(a0, b0)) = KL(Gamma(a, b) || Gamma(a0, b0)): 1/sigma^2 is Gamma with rate b."""
+    generator = torch.Generator().manual_seed(0)
+    noisy, clean = torch.rand(2, 1, 3, 9, 9, generator=generator, dtype=torch.float64).unbind()
+    log_alpha, log_beta = torch.randn(2, 1, 3, 9, 9, generator=generator, dtype=torch.float64).unbind()
+    alpha0, beta0 = 7**2 / 2 - 1, 7**2 / 2 * sigma_prior_map(noisy, clean, window=7)
+    terms = vdnet_terms(clean, torch.zeros_like(clean), log_alpha, log_beta, noisy, clean, window=7)
+    direct = kl_divergence(Gamma(log_alpha.exp(), log_beta.exp()), Gamma(torch.full_like(beta0, alpha0), beta0)).mean()
+    assert torch.allclose(terms["kl_igamma"], direct, rtol=1e-10)
+
+
+def test_vdnet_likelihood_is_the_expected_negative_log_likelihood():
+    """Monte Carlo E_{z ~ N(mu, m^2), s2 ~ IG(alpha, beta)} [-log N(y; z, s2)] matches the closed form."""
+    generator = torch.Generator().manual_seed(1)
+    noisy = torch.rand(1, 1, 2, 2, generator=generator, dtype=torch.float64)
+    mu = noisy + 0.05 * torch.randn(noisy.shape, generator=generator, dtype=torch.float64)
+    log_m2 = torch.full_like(noisy, math.log(1e-3))
+    log_alpha, log_beta = torch.full_like(noisy, math.log(30.0)), torch.full_like(noisy, math.log(0.09))
+    terms = vdnet_terms(mu, log_m2, log_alpha, log_beta, noisy, noisy, window=3)
+    torch.manual_seed(0)
+    samples = 400_000
+    z = Normal(mu, math.sqrt(1e-3)).sample((samples,))
+    variance = InverseGamma(log_alpha.exp(), log_beta.exp()).sample((samples,))
+    monte_carlo = -Normal(z, variance.sqrt()).log_prob(noisy).mean()
+    assert torch.allclose(terms["likelihood"], monte_carlo, rtol=2e-3)
+    assert torch.allclose(terms["loss"], terms["likelihood"] + terms["kl_gauss"] + terms["kl_igamma"])
+
+
+def test_sigma_prior_map_is_the_gaussian_window_mean_of_the_squared_noise():
+    generator = torch.Generator().manual_seed(2)
+    noisy, clean = torch.rand(2, 1, 1, 12, 12, generator=generator, dtype=torch.float64).unbind()
+    xi = sigma_prior_map(noisy, clean, window=7)
+    offsets = torch.arange(-3, 4, dtype=torch.float64)
+    weights = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 3.0**2))
+    window = (noisy - clean)[0, 0, 2:9, 3:10] ** 2  # centred on pixel (5, 6)
+    assert torch.allclose(xi[0, 0, 5, 6], (weights * window).sum() / weights.sum())
+    assert xi.shape == noisy.shape
+
+
+def test_synthetic_noise_is_signal_dependent_and_spatially_varying():
+    def noise_variance(level):
+        flat = np.full((96, 96, 3), level, np.uint8)
+        residual = realistic_noise(flat, np.random.default_rng(0)).astype(np.float64) - level
+        return [residual[rows, cols].var() for rows in (slice(0, 32), slice(64, 96)) for cols in (slice(0, 32), slice(64, 96))]
+
+    bright, dark = noise_variance(200), noise_variance(40)
+    assert all(b > 2 * d for b, d in zip(bright, dark))  # brighter -> noisier (shot noise)
+    assert max(bright) > 1.3 * min(bright)  # the same brightness is noisier in some corners than in others
+
+
+def test_synth_writes_a_readable_sidd_with_realistic_noise_levels(tmp_path):
+    main(["data", "synth", "sidd", "--out", str(tmp_path)])
+    train, test = SIDD(tmp_path / "SIDD", "train"), SIDD(tmp_path / "SIDD", "test")
+    assert len(train) == 4 and len(test) == 8
+    for sample in (train[0], test[7]):
+        noisy_psnr = -10 * torch.log10(((sample["noisy"] - sample["clean"]) ** 2).mean())
+        assert 18 < noisy_psnr < 30
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("wrong key", "has no variable 'ValidationGtBlocksSrgb'"),
+        ("wrong shape", r"expected \(images, blocks, H, W, 3\) uint8"),
+        ("missing GT", "has no ground truth 0001_GT_SRGB_011.PNG"),
+        ("corrupt PNG", "cannot read image"),
+        ("no data", "SIDD root"),
+    ],
+)
+def test_bad_input_names_the_file(sidd_root, damage, message):
+    split = "test"
+    if damage == "wrong key":
+        culprit = sidd_root / f"{CLEAN_KEY}.mat"
+        _write_mat_v5(culprit, "gt", _blocks(np.random.default_rng(3)))
+    elif damage == "wrong shape":
+        culprit = sidd_root / f"{CLEAN_KEY}.mat"
+        _write_mat_v5(culprit, CLEAN_KEY, np.zeros((2, 3, 16, 16), np.uint8))
+    elif damage == "missing GT":
+        culprit, split = sidd_root / "Data/0001_001_S6_00100_00060_3200_L/0001_NOISY_SRGB_011.PNG", "train"
+        (culprit.parent / "0001_GT_SRGB_011.PNG").unlink()
+    elif damage == "corrupt PNG":
+        culprit, split = sidd_root / "Data/0001_001_S6_00100_00060_3200_L/0001_GT_SRGB_010.PNG", "train"
+        culprit.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    else:
+        culprit = sidd_root.parent / "nowhere"
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+        SIDD(culprit if damage == "no data" else sidd_root, split)[0]
+    assert str(culprit) in str(error.value)
+    if damage == "no data":
+        assert "acda data synth sidd" in str(error.value)
