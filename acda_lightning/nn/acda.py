@@ -145,6 +145,23 @@ class ACDAConv2d(nn.Module):
             # per-pixel adaptation from there. Measured on the toy study: 2x faster early progress than
             # a random start, which first has to unlearn a random per-pixel filter (README, toy study).
             nn.init.zeros_(self.atom_generator[-1].weight)
+            # That bias sets the scale. nn.Conv2d's default bias init (|alpha| < 0.04) left the atoms
+            # tiny: output std 0.02-0.05x the replaced conv's on a converted resnet18. Random atoms of
+            # unit Frobenius norm make the filter variance sum_a Var(A) |D_a|^2 = C*k*k Var(W) of the
+            # nn.Conv2d it replaces (both 1/3 summed over a filter), so the output std matches (README,
+            # "Drop-in conversion").
+            with torch.no_grad():
+                directions = torch.randn_like(self.atom_generator[-1].bias).view(self.num_atoms, self.num_bases)
+                self.atom_generator[-1].bias.copy_(self.unit_norm_atoms(directions).flatten())
+
+    def unit_norm_atoms(self, alpha: torch.Tensor) -> torch.Tensor:
+        """alpha (m, K) rescaled per atom so that each atom D_a = alpha_a . bases has unit Frobenius norm."""
+        if self.bases is None:
+            norms = alpha.norm(dim=1, keepdim=True)
+        else:
+            bases = self.bases.flatten(1).to(alpha)
+            norms = (alpha @ bases).norm(dim=1, keepdim=True)
+        return alpha / norms
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         args = (self.kernel_size, self.stride, self.padding, self.dilation)
