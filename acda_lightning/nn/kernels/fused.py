@@ -11,6 +11,7 @@ machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -170,7 +171,8 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
     compute_dtype = torch.float64 if result_dtype == torch.float64 else torch.float32
     if bases is None:  # alpha holds the k*k atom entries directly: the bases are the one-hot filters
         bases = torch.eye(kernel_size * kernel_size, device=x.device)
-    with torch.autocast(x.device.type, enabled=False):
+    autocast_off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else None
+    with autocast_off or contextlib.nullcontext():
         output = fused_acda(
             x.to(compute_dtype),
             alpha.to(compute_dtype),
