@@ -6,6 +6,7 @@
     acda report [--root reports]
     acda figures bases [--out reports/figures/bases.png]
     acda models [PATTERN]
+    acda bench layer|table6|table7|train [--device cpu|cuda] [--format md|json]
 """
 
 from __future__ import annotations
@@ -319,6 +320,10 @@ def _tools_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list registered models with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*")
+
+    from .bench import add_arguments
+
+    add_arguments(commands.add_parser("bench", help="time/memory/FLOPs of ACDA vs conv (paper Tables 6-7)"))
     return parser
 
 
@@ -365,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
                     for source, value in getattr(model, "paper_parameters", {}).items()
                 )
                 print(f"{name:16s} {conv:5s} {count:>12,d}  {paper or '-'}")
+    elif args.command == "bench":
+        from .bench import run
+
+        print(run(args))
     return 0
 
 

@@ -206,7 +206,8 @@ class ACDAConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.basis_coefficients(x)
-        implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x)]
+        out_pixels = alpha.shape[-1] * alpha.shape[-2]
+        implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels)]
         return implementation(
             x,
             alpha,

@@ -1,0 +1,86 @@
+"""`acda bench layer|table6|table7|train`: the paper's efficiency claims (Sec. 4.4, Tables 6-7), measured.
+
+Times are interleaved in one process (every repeat runs every candidate once), reported as
+ratios to nn.Conv2d (or per step) with median and min/max over repeats; peak memory is the
+largest allocation total during one call (CUDA allocator stats, or the profiler's CPU events).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from . import layer, table6, train
+
+VIEWS = ("layer", "table6", "table7", "train")
+
+
+def machine(device: torch.device) -> dict:
+    info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def layer_settings(args) -> layer.LayerSettings:
+    settings = layer.LayerSettings(batch=args.batch or 2, repeats=args.repeats, warmup=args.warmup)
+    if args.quick:
+        settings = layer.LayerSettings(kernel_sizes=[3], channels=[4], sizes=[8], batch=1, warmup=0, repeats=1)
+    for key in ("kernel_sizes", "channels", "sizes", "impls"):
+        if getattr(args, key):
+            setattr(settings, key, getattr(args, key))
+    return settings
+
+
+def run(args) -> str:
+    """The text `acda bench` prints: one JSON document (--format json) or Markdown."""
+    device = torch.device(args.device)
+    result: dict = {"view": args.view, "machine": machine(device)}
+    text = []
+    if args.view == "table6":
+        result.update(table6.table6())
+        text.append(table6.markdown(result))
+    elif args.view in ("table7", "train"):
+        size = args.sizes[0] if args.sizes else (16 if args.quick else 224)
+        batch = args.batch or (1 if args.quick else 2)
+        repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
+        if args.view == "train":
+            rows = train.bench_training(args.models or train.default_specs(), size, batch, device, warmup, repeats)
+            result["rows"] = rows
+            text.append(train.markdown(rows))
+        else:
+            result.update(train.table7(size, batch, device, warmup, repeats))
+            if result["model_registered"]:
+                text += [train.markdown(result["rows"]), f"DFN: {result['dfn']}"]
+            else:
+                text.append(result["note"])
+    if args.view == "layer" or (args.view == "table7" and not result["model_registered"]):
+        rows = layer.bench_layers(layer_settings(args), device)
+        result["layer_rows"] = rows
+        text.append(layer.markdown(rows))
+        if args.plot:
+            layer.plot(rows, Path(args.plot))
+            result["plot"] = str(args.plot)
+    if args.format == "json":
+        return json.dumps(result, indent=1, default=str)
+    return "\n\n".join([f"Machine: {result['machine']}", *text])
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("view", choices=VIEWS)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--format", default="md", choices=["md", "json"])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the plumbing only")
+    parser.add_argument("--kernel-sizes", dest="kernel_sizes", type=int, nargs="+")
+    parser.add_argument("--channels", type=int, nargs="+")
+    parser.add_argument("--sizes", type=int, nargs="+", help="input height = width")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--impls", nargs="+", help="ACDA impls to include (layer view)")
+    parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--plot", help="layer view: write a PNG of time and memory vs kernel size here")

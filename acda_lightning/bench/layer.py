@@ -1,0 +1,143 @@
+"""`acda bench layer`: every ACDA impl, the baselines and nn.Conv2d, as ratios to nn.Conv2d."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..nn import ACDAConv2d
+from ..nn.baselines import BASELINES, dfn_filter_bytes
+from ..nn.kernels import IMPLEMENTATIONS, fused, resolve_impl
+from .measure import interleaved_times, peak_memory, ratio_summaries
+
+MODES = ("forward", "forward_backward", "inference")
+
+
+@dataclass
+class LayerSettings:
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 5, 7])
+    channels: list[int] = field(default_factory=lambda: [128])
+    sizes: list[int] = field(default_factory=lambda: [64])
+    batch: int = 2
+    warmup: int = 1
+    repeats: int = 5
+    impls: list[str] = field(default_factory=lambda: sorted(IMPLEMENTATIONS))
+    # DFN's per-pixel filters beyond this are reported as out of memory instead of being allocated.
+    memory_limit_bytes: int = 8 << 30
+
+
+def candidates(channels: int, kernel_size: int, impls: list[str]) -> dict[str, nn.Module]:
+    padding = kernel_size // 2
+    layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding)}
+    for impl in impls:
+        if impl == "fused" and not fused.available():
+            continue
+        layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl)
+    for name, baseline in BASELINES.items():
+        layers[name] = baseline(channels, channels, kernel_size, padding=padding)
+    return layers
+
+
+def step(layer: nn.Module, x: torch.Tensor, mode: str):
+    """One call of the measured work; returns a closure so timing and memory run the same code."""
+    if mode == "inference":
+        layer.eval()
+
+        def run():
+            with torch.no_grad():
+                layer(x)
+    else:
+        layer.train()
+
+        def run():
+            output = layer(x)
+            if mode == "forward_backward":
+                output.backward(torch.ones_like(output))
+    return run
+
+
+def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
+    rows = []
+    for channels in settings.channels:
+        for size in settings.sizes:
+            x = torch.randn(settings.batch, channels, size, size, device=device, requires_grad=True)
+            for kernel_size in settings.kernel_sizes:
+                layers = {name: layer.to(device) for name, layer in candidates(channels, kernel_size, settings.impls).items()}
+                predicted_dfn = dfn_filter_bytes(settings.batch, channels, channels, kernel_size, size, size)
+                skipped = {"dfn"} if predicted_dfn > settings.memory_limit_bytes else set()
+                auto = resolve_impl("auto", x, kernel_size, size * size)
+                for mode in MODES:
+                    runs = {name: step(layer, x, mode) for name, layer in layers.items() if name not in skipped}
+                    times = interleaved_times(runs, device, settings.warmup, settings.repeats)
+                    ratios = ratio_summaries(times, "conv")
+                    memory = {name: peak_memory(run, device) for name, run in runs.items()}
+                    for name in layers:
+                        row = {
+                            "kernel_size": kernel_size,
+                            "channels": channels,
+                            "size": size,
+                            "batch": settings.batch,
+                            "mode": mode,
+                            "layer": name,
+                            "auto": name == f"acda_{auto}",
+                            "parameters": sum(p.numel() for p in layers[name].parameters()),
+                        }
+                        if name in skipped:
+                            row.update(out_of_memory=True, predicted_bytes=predicted_dfn)
+                        else:
+                            row.update(ratios[name], peak_bytes=memory[name],
+                                       memory_ratio=memory[name] / max(memory["conv"], 1))
+                        rows.append(row)
+                    for layer in layers.values():
+                        layer.zero_grad(set_to_none=True)
+                    x.grad = None
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = []
+    for mode in MODES:
+        lines += [
+            f"\n### {mode.replace('_', '+')}\n",
+            "| k | C | size | layer | time (ms) | time / conv: median [min, max] | peak MB | memory / conv |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in (r for r in rows if r["mode"] == mode):
+            name = row["layer"] + (" (auto)" if row["auto"] else "")
+            head = f"| {row['kernel_size']} | {row['channels']} | {row['size']} | {name} "
+            if row.get("out_of_memory"):
+                lines.append(head + f"| out of memory | - | {row['predicted_bytes'] / 2**20:,.0f} (predicted) | - |")
+                continue
+            lines.append(
+                head + f"| {row['seconds'] * 1e3:.1f} | {row['ratio_median']:.2f} "
+                f"[{row['ratio_min']:.2f}, {row['ratio_max']:.2f}] | {row['peak_bytes'] / 2**20:.1f} "
+                f"| {row['memory_ratio']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path) -> None:
+    """Forward+backward time and peak memory vs kernel size, as ratios to nn.Conv2d."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..callbacks.figures import save_figure
+
+    measured = [r for r in rows if r["mode"] == "forward_backward" and not r.get("out_of_memory")]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in dict.fromkeys(r["layer"] for r in measured):
+        series = sorted((r["kernel_size"], r["ratio_median"], r["memory_ratio"]) for r in measured if r["layer"] == name)
+        kernels = [s[0] for s in series]
+        axes[0].plot(kernels, [s[1] for s in series], marker="o", label=name)
+        axes[1].plot(kernels, [s[2] for s in series], marker="o", label=name)
+    for axis, title in zip(axes, ["time / nn.Conv2d (fwd+bwd)", "peak memory / nn.Conv2d"]):
+        axis.set_xlabel("kernel size")
+        axis.set_title(title)
+        axis.set_yscale("log")
+        axis.axhline(1.0, color="gray", linewidth=0.8)
+    axes[1].legend(fontsize=7)
+    save_figure(figure, path)

@@ -1,0 +1,76 @@
+"""Interleaved timing and peak-memory measurement: ratios taken within one repeat, so load drifts cancel."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak bytes allocated by one call of fn above what was allocated before it."""
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - start
+    # CPU: the profiler records every allocation and free in order; the running sum's maximum is the peak.
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        fn()
+    changes = [
+        (event.start_ns(), event.nbytes())
+        for event in profiler.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    ]
+    current = peak = 0
+    for _, change in sorted(changes):
+        current += change
+        peak = max(peak, current)
+    return peak
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def interleaved_times(
+    candidates: dict[str, Callable[[], object]],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> dict[str, list[float]]:
+    """Seconds per call of each candidate; every repeat runs all candidates once, in turn."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def ratio_summaries(times: dict[str, list[float]], baseline: str) -> dict[str, dict[str, float]]:
+    """Per candidate: its seconds (median) and its time / baseline's time per repeat (median, min, max)."""
+    return {
+        name: {
+            "seconds": statistics.median(values),
+            **{f"ratio_{key}": value for key, value in summary(
+                [value / base for value, base in zip(values, times[baseline])]
+            ).items()},
+        }
+        for name, values in times.items()
+    }

@@ -1,0 +1,128 @@
+"""The fused CPU kernel against the naive per-pixel reference: forward, gradients, dtypes, compile/export.
+
+The kernel is compiled once per machine (cached under TORCH_EXTENSIONS_DIR, ~/.cache/torch_extensions
+by default); the session fixture pays that once (about 40 s of CPU), later sessions only load it (~1 s).
+"""
+
+import pytest
+import torch
+from torch import nn
+
+from acda_lightning.nn import ACDAConv2d, acda_reference
+from acda_lightning.nn.kernels import FUSED_MIN_WORK, fused, resolve_impl
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_kernel():
+    if not fused.available():
+        pytest.skip("no C++ compiler: the fused kernel cannot be built here ('auto' uses 'basis')")
+
+
+def randomised(layer):
+    for module in layer.atom_generator:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.2)
+    return layer
+
+
+def reference_and_grads(layer, x, cotangent):
+    atoms = layer.dynamic_atoms(x)
+    output = acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
+    return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
+
+
+# 20 channels (one full 16-wide channel block plus a tail) and 7 atoms (a 6-atom block plus one)
+# reach every code path of the kernel's register blocking. The full geometry matrix runs in float64
+# in tests/test_acda_layer.py (every impl); here each kernel size, stride, dilation, bias and bases
+# setting appears at least once in fp32.
+MATRIX = [
+    (3, 1, 1, True, "fourier_bessel"),
+    (3, 2, 2, False, None),
+    (5, 1, 2, False, "fourier_bessel"),
+    (5, 2, 1, True, None),
+    (7, 1, 1, True, "fourier_bessel"),
+    (7, 2, 2, True, "fourier_bessel"),
+]
+
+
+@pytest.mark.parametrize("kernel_size, stride, dilation, bias, bases", MATRIX)
+def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases):
+    torch.manual_seed(kernel_size * 7 + stride * 3 + dilation)
+    layer = randomised(
+        ACDAConv2d(20, 5, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, num_atoms=7,
+                   impl="fused")
+    )
+    x = torch.randn(2, 20, 7, 6, requires_grad=True)
+    cotangent = torch.randn(2, 5, *layer.output_size(7, 6))
+    expected, expected_grads = reference_and_grads(layer, x, cotangent)
+    output = layer(x)
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-4)
+    grads = torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel_size, stride, dilation, padding", [(3, 1, 1, 1), (5, 2, 2, 3)])
+def test_custom_op_gradcheck_and_opcheck(kernel_size, stride, dilation, padding):
+    """float64 gradcheck of the op itself, and torch.library.opcheck (fake impl, autograd registration)."""
+    bases = ACDAConv2d(1, 1, kernel_size).bases.flatten(1).double()
+    x = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    out_h, out_w = ((n + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1 for n in (6, 7))
+    alpha = torch.randn(1, 2, bases.shape[0], out_h, out_w, dtype=torch.float64, requires_grad=True)
+    coefficients = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
+    args = (x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    assert torch.autograd.gradcheck(lambda x, a, c: fused.fused_acda(x, a, bases, c, *args[4:]), (x, alpha, coefficients))
+    torch.library.opcheck(fused.fused_acda, args)
+
+
+def test_bf16_input_is_computed_in_fp32():
+    layer = randomised(ACDAConv2d(16, 8, 5, impl="fused"))
+    x = torch.randn(2, 16, 10, 10)
+    expected = layer(x)
+    output = layer.bfloat16()(x.bfloat16())
+    assert output.dtype == torch.bfloat16
+    # bf16 rounding of x and the weights (8 bits of mantissa), not of the accumulation
+    assert ((output.float() - expected).abs().max() / expected.abs().max()) < 2e-2
+
+
+def test_channels_last_and_batch_of_one():
+    layer = randomised(ACDAConv2d(18, 6, 3, impl="fused")).eval()
+    x = torch.randn(1, 18, 7, 11)
+    expected = layer.__class__.forward(layer, x)
+    layer.impl = "basis"
+    torch.testing.assert_close(expected, layer(x), rtol=1e-5, atol=1e-5)
+    layer.impl = "fused"
+    torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export_sees_one_fused_op():
+    layer = randomised(ACDAConv2d(8, 8, 5, impl="fused")).eval()
+    x = torch.randn(1, 8, 12, 12)
+    program = torch.export.export(layer, (x,))
+    targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+    assert targets.count("acda_lightning.fused_acda.default") == 1, targets
+    torch.testing.assert_close(program.module()(x), layer(x))
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager_forward_and_backward():
+    layer = randomised(ACDAConv2d(8, 8, 5, impl="fused"))
+    x = torch.randn(2, 8, 11, 9, requires_grad=True)
+    expected = layer(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    output = torch.compile(layer, fullgraph=True)(x)
+    torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(torch.autograd.grad(output.sum(), x)[0], expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_auto_picks_fused_for_large_cpu_layers_and_basis_for_tiny_ones():
+    large = torch.zeros(1, 64, 64, 64)
+    assert 64 * 64 * 64 * 9 >= FUSED_MIN_WORK
+    assert resolve_impl("auto", large, 3) == "fused"
+    assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) == "basis"
+    assert resolve_impl("basis", large, 3) == "basis"
+
+
+def test_auto_falls_back_to_basis_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(fused, "available", lambda: False)
+    assert resolve_impl("auto", torch.zeros(1, 64, 64, 64), 7) == "basis"
