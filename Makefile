@@ -6,7 +6,7 @@ ACDA := $(BIN)/acda
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu bench report figures clean
+.PHONY: venv demo toy-ablation train-cls test test-slow test-gpu bench report figures clean
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ demo: $(INSTALLED)
 toy-ablation: $(INSTALLED)
 	$(ACDA) fit -c tasks/toy/acda_release.yaml
 	$(ACDA) fit -c tasks/toy/acda_no_bases.yaml
+	$(ACDA) report
+
+## Classification (paper Sec. 4.1, Tables 1-2): one run of tasks/classification/$(CONFIG).yaml (fit, then
+## test), then the study report. `make train-cls CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`; DATA_DIR
+## holds CIFAR/ (cifar-10-batches-py/, cifar-100-python/) and ImageNet/ (train/, val/).
+train-cls: CONFIG ?= cifar10_lenet_acda
+train-cls: DATA_DIR ?= data
+train-cls: $(INSTALLED)
+	$(ACDA) fit -c tasks/classification/$(CONFIG).yaml \
+		--data.root $(DATA_DIR)/$(if $(findstring imagenet,$(CONFIG)),ImageNet,CIFAR)
 	$(ACDA) report
 
 test: $(INSTALLED)
