@@ -121,7 +121,7 @@ def test_weight_decay_skips_norms_and_biases():
 def test_study_puts_ours_beside_tables_1_and_2_and_invents_nothing(tmp_path):
     run = tmp_path / "cifar10_lenet_acda"
     run.mkdir()
-    hparams = {"optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4, "schedule": "cosine", "gamma": 0.1,
+    hparams = {"net": "lenet", "net_kwargs": {"num_classes": 10, "conv": "acda"}, "optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4, "schedule": "cosine", "gamma": 0.1,
                "milestones": [30], "warmup_epochs": 1, "label_smoothing": 0.0}
     record = {"run": run.name, "metrics": {"test/acc1": 0.8, "test/acc5": 0.99}, "parameters": {"total": 143888},
               "hparams": hparams, "training": {"epochs": 100, "steps": 39000}}
