@@ -6,7 +6,7 @@ ACDA := $(BIN)/acda
 INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train-crowd bench train-sr
+.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train-crowd bench train-sr train-cls
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ SR_CONFIGS := realsr_$(VERSION)_x$(SCALE) $(if $(filter 4,$(SCALE)),realsr_$(VER
 train-sr: $(INSTALLED)
 	@test -d $(DATA_DIR)/RealSR_$(VERSION) || $(ACDA) data synth realsr --out $(DATA_DIR)
 	$(foreach config,$(SR_CONFIGS),$(ACDA) fit -c tasks/sr/$(config).yaml --data.init_args.root $(DATA_DIR)/RealSR_$(VERSION) &&) true
+	$(ACDA) report
+
+## Classification (paper Sec. 4.1, Tables 1-2): one run of tasks/classification/$(CONFIG).yaml (fit, then
+## test), then the study report. `make train-cls CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`; DATA_DIR
+## holds CIFAR/ (cifar-10-batches-py/, cifar-100-python/) and ImageNet/ (train/, val/).
+train-cls: CONFIG ?= cifar10_lenet_acda
+train-cls: DATA_DIR ?= data
+train-cls: $(INSTALLED)
+	$(ACDA) fit -c tasks/classification/$(CONFIG).yaml \
+		--data.root $(DATA_DIR)/$(if $(findstring imagenet,$(CONFIG)),ImageNet,CIFAR)
 	$(ACDA) report
 
 test: $(INSTALLED)

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -11,6 +10,7 @@ from acda_lightning.cli import main
 from acda_lightning.data import ClassificationDataModule
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.classification import ImageClassification, learning_rate_scale
+from test_train import _fit as fit_through_cli
 
 CONFIGS = Path("tasks/classification").resolve()
 
@@ -33,25 +33,13 @@ def single_thread():
 
 
 def _fit(workdir, config, tmp_path, *overrides):
-    main(
-        [
-            "fit",
-            "-c",
-            str(CONFIGS / f"{config}.yaml"),
-            "--data.root",
-            str(workdir / "data" / ("ImageNet" if config.startswith("imagenet") else "CIFAR")),
-            "--data.num_workers",
-            "0",
-            "--report.root",
-            str(tmp_path / "reports"),
-            "--trainer.default_root_dir",
-            str(tmp_path / "runs"),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.enable_model_summary",
-            "false",
-            *overrides,
-        ]
+    """test_train's fit through the CLI, on the synthetic data, without worker processes; returns the run record."""
+    dataset = "ImageNet" if config.startswith("imagenet") else "CIFAR"
+    fit_through_cli(
+        CONFIGS / f"{config}.yaml",
+        tmp_path,
+        *("--data.root", str(workdir / "data" / dataset), "--data.num_workers", "0"),
+        *("--trainer.enable_model_summary", "false", *overrides),
     )
     return json.loads((tmp_path / "reports" / config / "metrics.json").read_text())
 
@@ -133,7 +121,7 @@ def test_weight_decay_skips_norms_and_biases():
 def test_study_puts_ours_beside_tables_1_and_2_and_invents_nothing(tmp_path):
     run = tmp_path / "cifar10_lenet_acda"
     run.mkdir()
-    hparams = {"optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4, "schedule": "cosine", "gamma": 0.1,
+    hparams = {"net": "lenet", "net_kwargs": {"num_classes": 10, "conv": "acda"}, "optimizer": "sgd", "lr": 0.01, "weight_decay": 5e-4, "schedule": "cosine", "gamma": 0.1,
                "milestones": [30], "warmup_epochs": 1, "label_smoothing": 0.0}
     record = {"run": run.name, "metrics": {"test/acc1": 0.8, "test/acc5": 0.99}, "parameters": {"total": 143888},
               "hparams": hparams, "training": {"epochs": 100, "steps": 39000}}
@@ -146,3 +134,19 @@ def test_study_puts_ours_beside_tables_1_and_2_and_invents_nothing(tmp_path):
     metrics = json.loads((tmp_path / "classification/metrics.json").read_text())
     assert metrics == {"cifar10_lenet_acda_top1_error": pytest.approx(20.0), "cifar10_lenet_acda_top5_error": pytest.approx(1.0),
                        "cifar10_lenet_acda_parameters": 143888}
+
+
+def test_predictions_are_written_per_image_with_class_names(workdir, tmp_path):
+    import lightning as L
+
+    datamodule = ClassificationDataModule("cifar10", root=str(workdir / "data/CIFAR"), batch_size=4, num_workers=0)
+    task = ImageClassification("lenet", {"num_classes": 10, "conv": "conv"})
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_predict_batches=1)
+    (outputs,) = trainer.predict(task, datamodule=datamodule)
+    batch = next(iter(datamodule.predict_dataloader()))
+    paths = task.write_predictions(outputs, batch, tmp_path)
+    assert [p.name for p in paths] == [f"test_{i:06d}.json" for i in range(4)]
+    record = json.loads(paths[0].read_text())
+    assert record["label"] == int(datamodule.eval_set.targets[0])
+    assert len(record["top"]) == 5 and record["top"][0]["name"].startswith("class_")
+    assert sum(entry["probability"] for entry in record["top"]) <= 1 + 1e-6

@@ -7,8 +7,12 @@ from acda_lightning.models import ad_resnet_trunk, create_model, list_models
 
 # Input channels per model family (default: RGB images); the toy detectors read one-channel maps.
 INPUT_CHANNELS = {"toy_detector": 1}
-# (model, input size, precision). Ad-ResNet steps at 224x224 or under CPU bf16 (whose depthwise
-# convolutions have no fast CPU path) take 10-40 s each on a 2-core CPU: those run as slow tests.
+# Building and stepping the two larger Ad-ResNets (9-53M parameters) takes 10-30 s each on a shared
+# 2-core CPU: they run as slow tests; ad_resnet_s covers the same code in the default run.
+LARGE_MODELS = {"ad_resnet_m", "ad_resnet_l"}
+EVERY_MODEL = [pytest.param(name, marks=pytest.mark.slow) if name in LARGE_MODELS else name for name in list_models()]
+# (model, input size, precision): also slow are Ad-ResNet-s under CPU bf16 autocast (20 s: its
+# depthwise convolutions have no fast bf16 CPU path).
 FAST_CASES = {("lenet", 32, "bf16"), ("lenet", 224, "fp32"), ("ad_resnet_s", 224, "fp32")}
 CLASSIFIER_CASES = [
     pytest.param(name, size, precision, marks=[] if (name, size, precision) in FAST_CASES else [pytest.mark.slow])
@@ -27,7 +31,7 @@ def _forward_backward(model, x):
     return output
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", EVERY_MODEL)
 @pytest.mark.parametrize("conv", ["conv", "acda"])
 def test_model_forward_backward(name, conv):
     model = create_model(name, conv=conv)
@@ -46,7 +50,7 @@ def test_classifier_on_cifar_and_imagenet_sizes(name, conv, size, precision):
     assert output.shape == (x.shape[0], 7)
 
 
-@pytest.mark.parametrize("variant", ["s", "m", "l"])
+@pytest.mark.parametrize("variant", ["s", *(pytest.param(v, marks=pytest.mark.slow) for v in ("m", "l"))])
 def test_ad_resnet_trunk_says_what_it_returns(variant):
     for maxpool in (True, False):
         trunk = ad_resnet_trunk(variant, maxpool=maxpool)

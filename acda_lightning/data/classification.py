@@ -191,7 +191,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         batches = -(-len(dataset) // self.hparams.batch_size)
-        workers = min(self.hparams.num_workers, batches)  # more workers than batches would only idle
+        # Workers overlap loading the next batch with computing this one: a single batch gains nothing
+        # from a worker process, and more workers than batches would only idle.
+        workers = min(self.hparams.num_workers, batches - 1)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,

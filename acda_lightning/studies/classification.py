@@ -33,7 +33,7 @@ def _recipe(record: dict) -> str:
     h = record["hparams"]
     schedule = h["schedule"] if h["schedule"] == "cosine" else f"step x{h['gamma']} at epochs {list(h['milestones'])}"
     return (
-        f"{h['optimizer']} lr {h['lr']}, weight decay {h['weight_decay']}, {schedule}, warm-up {h['warmup_epochs']} "
+        f"{h['net']} {h['net_kwargs']}; {h['optimizer']} lr {h['lr']}, weight decay {h['weight_decay']}, {schedule}, warm-up {h['warmup_epochs']} "
         f"epochs, label smoothing {h['label_smoothing']}; {record['training']['epochs']} epochs, {record['training']['steps']} steps"
     )
 
