@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ACDA := $(BIN)/acda
 INSTALLED := $(VENV)/.installed
+DATA_DIR ?= data  # dataset root of every train-* target (data/README.md)
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train-crowd bench train-sr train-cls
+.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train-crowd bench train-sr train-cls train-denoise
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +31,6 @@ toy-ablation: $(INSTALLED)
 ## Crowd counting (paper Sec. 4.2, Table 3): fit (then test the best-MAE checkpoint), then the reports.
 ## CROWD_DATA=sha|shb|qnrf, CROWD_MODEL=ad_resnet_s|ad_resnet_m|baseline; DATA_DIR holds ShanghaiTech/ and
 ## UCF-QNRF_ECCV18/ (`acda data synth crowd --out DIR` writes small ones); CROWD_ARGS adds CLI overrides.
-DATA_DIR ?= data
 REPORTS ?= reports
 CROWD_DATA ?= sha
 CROWD_MODEL ?= ad_resnet_s
@@ -44,7 +44,6 @@ train-crowd: $(INSTALLED)
 ## DATA_DIR holds RealSR_v1/ and RealSR_v3/ (official layout); without it, the synthetic stand-in is written.
 SCALE ?= 4
 VERSION ?= v3
-DATA_DIR ?= data
 SR_CONFIGS := realsr_$(VERSION)_x$(SCALE) $(if $(filter 4,$(SCALE)),realsr_$(VERSION)_x4_conv)
 train-sr: $(INSTALLED)
 	@test -d $(DATA_DIR)/RealSR_$(VERSION) || $(ACDA) data synth realsr --out $(DATA_DIR)
@@ -55,10 +54,19 @@ train-sr: $(INSTALLED)
 ## test), then the study report. `make train-cls CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`; DATA_DIR
 ## holds CIFAR/ (cifar-10-batches-py/, cifar-100-python/) and ImageNet/ (train/, val/).
 train-cls: CONFIG ?= cifar10_lenet_acda
-train-cls: DATA_DIR ?= data
-train-cls: $(INSTALLED)
+train-cls: train-cls: $(INSTALLED)
 	$(ACDA) fit -c tasks/classification/$(CONFIG).yaml \
 		--data.root $(DATA_DIR)/$(if $(findstring imagenet,$(CONFIG)),ImageNet,CIFAR)
+	$(ACDA) report
+
+## Real-world denoising on SIDD (paper Sec. 4.3, Table 5): reports/sidd_*/ and reports/denoise/.
+## DATA_DIR holds SIDD/; DENOISE_ARGS adds overrides (README: a CPU run on the synthetic set).
+DENOISE_ARGS ?=
+train-denoise: $(INSTALLED)
+	for run in baseline_mse acda_mse acda_vdnet; do \
+		$(ACDA) fit -c tasks/denoise/sidd_$$run.yaml --data.root $(DATA_DIR)/SIDD \
+			--data.cache_dir $(DATA_DIR)/SIDD/cache $(DENOISE_ARGS) || exit 1; \
+	done
 	$(ACDA) report
 
 test: $(INSTALLED)
