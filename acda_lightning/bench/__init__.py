@@ -13,8 +13,6 @@ from pathlib import Path
 
 import torch
 
-from . import layer, table6, train
-
 VIEWS = ("layer", "table6", "table7", "train")
 
 
@@ -26,7 +24,9 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def layer_settings(args) -> layer.LayerSettings:
+def layer_settings(args):
+    from . import layer
+
     settings = layer.LayerSettings(batch=args.batch or 2, repeats=args.repeats, warmup=args.warmup)
     if args.quick:
         settings = layer.LayerSettings(kernel_sizes=[3], channels=[4], sizes=[8], batch=1, warmup=0, repeats=1)
@@ -38,6 +38,8 @@ def layer_settings(args) -> layer.LayerSettings:
 
 def run(args) -> str:
     """The text `acda bench` prints: one JSON document (--format json) or Markdown."""
+    from . import layer, table6, train  # imported here so that building the CLI parser stays light
+
     device = torch.device(args.device)
     result: dict = {"view": args.view, "machine": machine(device)}
     text = []

@@ -82,6 +82,19 @@ def _gemm_weight(coefficients: torch.Tensor) -> torch.Tensor:
     return coefficients.permute(0, 2, 1).reshape(coefficients.shape[0], -1).contiguous()
 
 
+def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation) -> tuple:
+    """The C++ kernel's operands: x padded in NHWC, alpha and bases contiguous, A as (O, m*C)."""
+    return (
+        _padded_nhwc(x, padding),
+        alpha.contiguous(),
+        bases.contiguous(),
+        _gemm_weight(coefficients),
+        kernel_size,
+        stride,
+        dilation,
+    )
+
+
 @torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")
 def fused_acda(
     x: torch.Tensor,
@@ -97,15 +110,8 @@ def fused_acda(
 
     x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C, m).
     """
-    return _require_extension().forward(
-        _padded_nhwc(x, padding),
-        alpha.contiguous(),
-        bases.contiguous(),
-        _gemm_weight(coefficients),
-        kernel_size,
-        stride,
-        dilation,
-    )
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    return _require_extension().forward(*operands)
 
 
 @fused_acda.register_fake
@@ -126,14 +132,7 @@ def fused_acda_backward(
     dilation: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     grad_xpad, grad_alpha, grad_weight = _require_extension().backward(
-        grad.contiguous(),
-        _padded_nhwc(x, padding),
-        alpha.contiguous(),
-        bases.contiguous(),
-        _gemm_weight(coefficients),
-        kernel_size,
-        stride,
-        dilation,
+        grad.contiguous(), *_kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
     )
     height, width = x.shape[-2:]
     grad_x = grad_xpad[:, padding : padding + height, padding : padding + width].permute(0, 3, 1, 2)
