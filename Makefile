@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ACDA := $(BIN)/acda
 INSTALLED := $(VENV)/.installed
-DATA_DIR ?= data  # dataset root of every train-* target (data/README.md)
+# The dataset root of every train-* target (layouts: data/README.md).
+DATA_DIR ?= data
 
 .DEFAULT_GOAL := demo
 .PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train-crowd bench train-sr train-cls train-denoise
