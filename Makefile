@@ -55,7 +55,7 @@ train-sr: $(INSTALLED)
 ## test), then the study report. `make train-cls CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`; DATA_DIR
 ## holds CIFAR/ (cifar-10-batches-py/, cifar-100-python/) and ImageNet/ (train/, val/).
 train-cls: CONFIG ?= cifar10_lenet_acda
-train-cls: train-cls: $(INSTALLED)
+train-cls: $(INSTALLED)
 	$(ACDA) fit -c tasks/classification/$(CONFIG).yaml \
 		--data.root $(DATA_DIR)/$(if $(findstring imagenet,$(CONFIG)),ImageNet,CIFAR)
 	$(ACDA) report
