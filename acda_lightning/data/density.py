@@ -87,8 +87,17 @@ def gaussian_density(
         return _fixed_density(rows, columns, shape, sigma).astype(np.float32)
     density = np.zeros(shape, np.float64)
     for row, column, point_sigma in zip(rows, columns, _adaptive_sigmas(points, neighbours, beta, sigma)):
-        density += _fixed_density(row[None], column[None], shape, float(point_sigma))
+        _add_kernel(density, int(row), int(column), _gaussian_1d(float(point_sigma)))
     return density.astype(np.float32)
+
+
+def _add_kernel(density: np.ndarray, row: int, column: int, kernel: np.ndarray) -> None:
+    """Add one head's separable kernel, clipped to the map and renormalised, within its own window."""
+    radius = len(kernel) // 2
+    top, bottom = max(0, row - radius), min(density.shape[0], row + radius + 1)
+    left, right = max(0, column - radius), min(density.shape[1], column + radius + 1)
+    patch = np.outer(kernel[top - row + radius : bottom - row + radius], kernel[left - column + radius : right - column + radius])
+    density[top:bottom, left:right] += patch / patch.sum()
 
 
 def sum_pool(density: np.ndarray, factor: int) -> np.ndarray:
