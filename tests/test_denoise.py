@@ -297,6 +297,6 @@ def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path):
     record = _fit(
         "acda_mse", synthetic_sidd, tmp_path, "--model.net_kwargs", SMALL_NET, "--data.patch_size", "48",
         "--data.patches_per_image", "40", "--data.batch_size", "8", "--trainer.max_epochs", "20",
-        "--model.lr", "3e-3", "--model.lr_decay_epochs", "15",
+        "--model.lr", "1e-3", "--model.lr_decay_epochs", "15",
     )
     assert record["metrics"]["test/psnr"] > record["metrics"]["test/noisy_psnr"] + 2
