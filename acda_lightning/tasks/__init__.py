@@ -2,5 +2,6 @@
 
 from .denoising import Denoising
 from .pattern_detection import PatternDetection
+from .super_resolution import SuperResolution
 
-__all__ = ["Denoising", "PatternDetection"]
+__all__ = ["Denoising", "PatternDetection", "SuperResolution"]

@@ -1,0 +1,179 @@
+"""RealSR reading in both official layouts, paired crops, tiled inference, bad input, and what a user runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acda_lightning.cli import main
+from acda_lightning.data import RealSR, RealSRDataModule, augment, paired_random_crop
+from acda_lightning.data.realsr import PairedPatches, write_png
+from acda_lightning.models import create_model
+from acda_lightning.studies import build_reports
+from acda_lightning.tasks import SuperResolution
+from acda_lightning.tasks.super_resolution import tiled_forward
+
+
+def _quantized(image: torch.Tensor) -> torch.Tensor:
+    return (image * 255).round() / 255
+
+
+def _write_realsr(root: Path, version: str, scale: int, hr_size: int = 24, count: int = 2) -> None:
+    """Fixture pairs in the official layout. v3: LR = the HR's s x s block means (genuinely small);
+    v1: LR = 1 - HR at HR size (a pixelwise partner, so any misaligned crop shows)."""
+    for camera in ("Canon", "Nikon"):
+        for split in ("Train", "Test"):
+            for index in range(count):
+                hr = _quantized(torch.rand(3, hr_size, hr_size))
+                lr = F.avg_pool2d(hr[None], scale)[0] if version == "v3" else 1 - hr
+                folder = root / camera / split / str(scale)
+                write_png(folder / f"{camera}_{index:03d}_HR.png", hr)
+                write_png(folder / f"{camera}_{index:03d}_LR{scale}.png", lr)
+
+
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_reader_and_paired_crops_line_up_in_both_layouts(tmp_path, version):
+    scale = 3
+    _write_realsr(tmp_path, version, scale)
+    dataset = RealSR(tmp_path, scale=scale, split="train", version=version)
+    assert len(dataset) == 4 and dataset[0]["name"] == "Canon_000"
+    sample = dataset[0]
+    assert sample["hr"].shape == (3, 24, 24)
+    assert sample["lr"].shape == ((3, 8, 8) if version == "v3" else (3, 24, 24))
+    crop_scale = scale if version == "v3" else 1
+    patches = PairedPatches(12, crop_scale)
+    for _ in range(10):  # random crops and flips/rotations, all applied identically to LR and HR
+        patch = patches(sample)
+        hr, lr = patch["hr"], patch["lr"]
+        assert hr.shape == (3, 12, 12) and lr.shape == (3, 12 // crop_scale, 12 // crop_scale)
+        partner = F.avg_pool2d(hr[None], scale)[0] if version == "v3" else 1 - hr
+        assert (partner - lr).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_augment_draws_once_for_all_images():
+    image = torch.arange(2 * 5 * 4, dtype=torch.float32).view(2, 5, 4)
+    for _ in range(10):
+        first, second = augment([image, image.clone()])
+        assert torch.equal(first, second)
+
+
+def test_paired_crop_rejects_mismatched_sizes():
+    with pytest.raises(ValueError, match=r"img_007.*not 4x"):
+        paired_random_crop(torch.zeros(3, 40, 40), torch.zeros(3, 12, 12), 16, scale=4, name="img_007")
+
+
+def test_bad_input_is_one_clear_error_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="acda data synth realsr"):
+        RealSR(tmp_path / "nowhere", scale=2)
+    _write_realsr(tmp_path, "v3", 2)
+    folder = tmp_path / "Canon" / "Train" / "2"
+    # an LR of the wrong size for the scale
+    write_png(folder / "Canon_000_LR2.png", torch.zeros(3, 10, 12))
+    with pytest.raises(ValueError, match=r"Canon_000_HR\.png.*must be 2x its LR"):
+        RealSR(tmp_path, scale=2)[0]
+    # stored at HR size, read as v3 (the version is wrong)
+    with pytest.raises(ValueError, match="check --data.version"):
+        RealSR(tmp_path, scale=2, version="v1")[1]
+    # an unreadable PNG
+    (folder / "Canon_001_LR2.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=r"cannot read image .*Canon_001_LR2\.png"):
+        RealSR(tmp_path, scale=2)[1]
+    # a missing partner
+    (folder / "Canon_001_LR2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"Canon_001_HR\.png has no partner .*Canon_001_LR2\.png"):
+        RealSR(tmp_path, scale=2)
+
+
+@pytest.mark.parametrize("version", ["v1", "v3"])
+def test_tiled_inference_equals_whole_image(version):
+    net = create_model("sr_net", scale=2, version=version, width=8, blocks=1).eval()
+    with torch.no_grad():
+        for parameter in net.tail[-1].parameters():  # a trained-looking output, not the zero-initialised one
+            parameter.normal_(0, 0.1)
+        image = torch.rand(1, 3, 40, 30)
+        whole = net(image)
+        # receptive radius 1 + down * (1 + 2 * blocks + 1) + 1 = 10 px, + 2 px of bicubic for v3 (down = 2)
+        tiled = tiled_forward(net, image, tile=36, overlap=12, upscale=net.upscale, align=net.down)
+        assert (tiled - whole).abs().max() < 1e-4
+        seams = tiled_forward(net, image, tile=12, overlap=2, upscale=net.upscale, align=net.down)
+        assert (seams - whole).abs().max() > 1e-3  # too little overlap shows: the check above can fail
+
+
+def test_sr_network_sizes_and_residual_start():
+    for version, scale, shape in (("v3", 3, (1, 3, 39, 33)), ("v1", 4, (1, 3, 13, 11))):
+        net = create_model("sr_net", scale=scale, version=version, width=8, blocks=1)
+        assert net(torch.rand(1, 3, 13, 11)).shape == shape
+    acda = sum(p.numel() for p in create_model("sr_net", conv="acda").parameters())
+    conv = sum(p.numel() for p in create_model("sr_net", conv="conv").parameters())
+    assert acda != conv  # the baseline really swaps the layers
+    image = torch.rand(1, 3, 10, 10)  # zero-initialised last conv: training starts from bicubic
+    start = create_model("sr_net", scale=2, width=8, blocks=1)(image)
+    assert torch.allclose(start, F.interpolate(image, scale_factor=2, mode="bicubic", align_corners=False))
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("realsr")
+    main(["data", "synth", "realsr", "--out", str(out / "data")])
+    return out / "data"
+
+
+def test_synthetic_set_is_in_the_official_layout(synthetic_data):
+    for version, lr_size in (("v3", 18), ("v1", 72)):
+        test = RealSR(synthetic_data / f"RealSR_{version}", scale=4, split="test", version=version)
+        assert len(test) == 2 and test[0]["lr"].shape[-1] == lr_size and test[0]["hr"].shape[-1] == 72
+        assert len(RealSR(synthetic_data / f"RealSR_{version}", scale=3, split="train", version=version)) == 10
+
+
+def test_predictions_are_written_with_a_side_by_side(synthetic_data, tmp_path):
+    module = SuperResolution(net_kwargs={"version": "v3", "width": 8, "blocks": 1}, scale=4, tile=16, tile_overlap=4)
+    data = RealSRDataModule(root=str(synthetic_data / "RealSR_v3"), scale=4, num_workers=0)
+    data.setup("predict")
+    batch = next(iter(data.predict_dataloader()))
+    outputs = module.predict_step(batch, 0)
+    paths = module.write_predictions(outputs, batch, tmp_path)
+    assert [p.name for p in paths] == ["Canon_001_SR.png", "Canon_001_compare.png"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def _fit_tiny(config: Path, tmp_path: Path, *overrides: str) -> None:
+    """`acda fit` (fit -> test -> run report) on a config with one short epoch, no workers."""
+    outputs = {"report.root": tmp_path / "reports", "trainer.default_root_dir": tmp_path / "runs"}
+    short = {"trainer.max_epochs": 1, "data.init_args.train_repeat": 1, "data.init_args.num_workers": 0}
+    arguments = [item for key, value in {**outputs, **short}.items() for item in (f"--{key}", str(value))]
+    main(["fit", "-c", str(config), "--trainer.enable_progress_bar", "false", *arguments, *overrides])
+
+
+def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, tmp_path, monkeypatch):
+    configs = {name: Path(f"tasks/sr/{name}.yaml").resolve() for name in ("realsr_v3_x4", "realsr_v3_x4_conv")}
+    monkeypatch.chdir(synthetic_data.parent)  # the configs read data/RealSR_v3
+    for name, config in configs.items():
+        conv = "conv" if name.endswith("conv") else "acda"
+        _fit_tiny(config, tmp_path, "--model.init_args.net_kwargs", json.dumps({"version": "v3", "conv": conv, "width": 8, "blocks": 1}))
+    run = json.loads((tmp_path / "reports/realsr_v3_x4/metrics.json").read_text())
+    assert {"test/psnr", "test/ssim", "test/bicubic_psnr", "test/bicubic_ssim"} <= set(run["metrics"])
+    assert (tmp_path / "reports/realsr_v3_x4/figure.png").stat().st_size > 0
+    (line,) = build_reports(tmp_path / "reports", only="sr")
+    assert "2 of 12 runs" in line
+    metrics = json.loads((tmp_path / "reports/sr/metrics.json").read_text())
+    assert metrics["realsr_v3_x4/psnr"] == run["metrics"]["test/psnr"]
+    assert metrics["realsr_v3_x4/psnr_minus_conv"] == pytest.approx(
+        run["metrics"]["test/psnr"] - metrics["realsr_v3_x4_conv/psnr"]
+    )
+    report = (tmp_path / "reports/sr/report.md").read_text()
+    assert "29.28 / 0.836" in report and f"{run['metrics']['test/psnr']:.2f}" in report
+    assert "Missing runs" in report and "realsr_v1_x2" in report and "realsr_v1_x2 |" not in report
+
+
+@pytest.mark.slow
+def test_train_sr_learns_and_beats_bicubic(synthetic_data, tmp_path, monkeypatch):
+    """`make train-sr SCALE=4 VERSION=v3` as shipped, ACDA and its conv baseline: both beat bicubic."""
+    monkeypatch.chdir(synthetic_data.parent)
+    for name in ("realsr_v3_x4", "realsr_v3_x4_conv"):
+        main(["fit", "-c", str(Path(f"tasks/sr/{name}.yaml").resolve()), "--report.root", str(tmp_path / "reports")])
+    for name in ("realsr_v3_x4", "realsr_v3_x4_conv"):
+        test = json.loads((tmp_path / f"reports/{name}/metrics.json").read_text())["metrics"]
+        print(name, test)
+        assert test["test/psnr"] > test["test/bicubic_psnr"] + 0.3
