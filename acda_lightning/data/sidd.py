@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path
 from .synth import register_synth
+from .transforms import augment, paired_random_crop
 
 NOISY_KEY, CLEAN_KEY = "ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb"
 _NOISY_PATTERN = re.compile(r"NOISY_SRGB_\d+\.png$", re.IGNORECASE)
@@ -255,24 +256,6 @@ class CachedTiles(Dataset):
         return cache["noisy"][index], cache["clean"][index], cache["names"][index].decode()
 
 
-def paired_random_crop(pair: torch.Tensor, size: int, name: str) -> torch.Tensor:
-    """One random ``size`` x ``size`` window of a (2, C, H, W) stack (TEMPORARY until data/transforms.py lands)."""
-    height, width = pair.shape[-2:]
-    if size > min(height, width):
-        raise ValueError(f"patch_size {size} exceeds the {height}x{width} image {name}; lower --data.patch_size")
-    top = int(torch.randint(height - size + 1, ()))
-    left = int(torch.randint(width - size + 1, ()))
-    return pair[..., top : top + size, left : left + size]
-
-
-def random_dihedral(pair: torch.Tensor) -> torch.Tensor:
-    """One of the 8 flips/rotations, drawn once for the stack (TEMPORARY until data/transforms.py lands)."""
-    draw = int(torch.randint(8, ()))
-    if draw & 4:
-        pair = pair.flip(-1)
-    return torch.rot90(pair, draw & 3, (-2, -1))
-
-
 class RandomPatches(Dataset):
     """``patches_per_image`` random ``patch_size`` crops of each pair of ``source`` per epoch, same crop and
     flip/rotation (one of the 8 dihedral transforms) for the noisy and the clean image."""
@@ -285,11 +268,10 @@ class RandomPatches(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         noisy, clean, name = self.source.pair(index // self.patches_per_image)
-        pair = torch.stack([_to_tensor(noisy), _to_tensor(clean)])  # one draw crops and turns both
-        pair = paired_random_crop(pair, self.patch_size, name)
+        clean, noisy = paired_random_crop(_to_tensor(clean), _to_tensor(noisy), self.patch_size, name=name)
         if self.augment:
-            pair = random_dihedral(pair)
-        return {"noisy": pair[0], "clean": pair[1], "name": name}
+            clean, noisy = augment([clean, noisy])
+        return {"noisy": noisy, "clean": clean, "name": name}
 
 
 class PNGFolder(Dataset):
@@ -357,7 +339,7 @@ class SIDDDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

@@ -97,8 +97,9 @@ class Denoising(TaskModule):
             denoiser = torch.cat([mu, log_m2 + math.log(self.hparams.eps2)], dim=1)
             terms = self.vdnet_loss(denoiser, self.sigma_net(noisy), noisy, clean)
             loss = terms.pop("loss")
-            self.log_dict({f"train/{name}": value for name, value in terms.items()}, on_step=False, on_epoch=True)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+            self.log_dict({f"train/{name}": value for name, value in terms.items()}, on_epoch=True, on_step=False,
+                          batch_size=len(noisy))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy))
         return self.check_finite(loss, batch_idx)
 
     def _score(self, stage: str, batch: dict) -> torch.Tensor:
@@ -106,7 +107,7 @@ class Denoising(TaskModule):
         getattr(self, f"{stage}_psnr")(denoised, batch["clean"])
         getattr(self, f"{stage}_ssim")(denoised, batch["clean"])
         self.log_dict({f"{stage}/psnr": getattr(self, f"{stage}_psnr"), f"{stage}/ssim": getattr(self, f"{stage}_ssim")},
-                      prog_bar=stage == "val")
+                      prog_bar=stage == "val", batch_size=len(denoised))
         return denoised
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -116,7 +117,8 @@ class Denoising(TaskModule):
         denoised = self._score("test", batch)
         self.test_noisy_psnr(batch["noisy"], batch["clean"])
         self.test_noisy_ssim(batch["noisy"], batch["clean"])
-        self.log_dict({"test/noisy_psnr": self.test_noisy_psnr, "test/noisy_ssim": self.test_noisy_ssim})
+        self.log_dict({"test/noisy_psnr": self.test_noisy_psnr, "test/noisy_ssim": self.test_noisy_ssim},
+                      batch_size=len(denoised))
         if batch_idx == 0:
             shown = slice(0, FIGURE_IMAGES)
             self.report_artifacts = {
