@@ -112,7 +112,8 @@ def _fit_conv_weight(layer: ACDAConv2d, weight: torch.Tensor) -> None:
 # h = ReLU(BN(.)), so one SGD step moves alpha by ~gamma^2 * |h|^2; with gamma = 1 that path
 # outran the conv weights on a converted resnet18 and stalled training (20 SGD steps on a fixed batch:
 # loss 2.55 -> 0.82 against the plain net's 0.0005; gamma 0.5 or 0.3: 0.0007; a per-layer rule
-# min(1, sqrt(2Ck^2 / (9 gen_hidden K))), i.e. 0.58 at 64 channels and 1 from 256 on: 0.66). A single
+# min(1, sqrt(2Ck^2 / (9 gen_hidden K))), 0.58 at 64 channels and 1 from 256 on: 0.66 after 15 steps
+# with batch 8, where gamma 0.5 reaches 0.0010). A single
 # ACDA layer (the toy study) needs the fast path and is stable, so ACDAConv2d itself keeps gamma = 1.
 CONVERTED_GENERATOR_GAMMA = 0.5
 
@@ -170,7 +171,8 @@ def to_acda(
     second call changes nothing. A conv shared by several parents gets one shared ACDA layer.
 
     ``init="default"``: the ACDA init with A rescaled so each layer's static filter has the
-    replaced conv's Frobenius norm (same output scale). ``init="conv"``: each layer starts as
+    replaced conv's Frobenius norm (same output scale) and the generator's BatchNorm gamma at
+    ``CONVERTED_GENERATOR_GAMMA`` (both inits, "paper" generator). ``init="conv"``: each layer starts as
     the best static approximation of the replaced conv (its weight projected onto the bases'
     span, then the best rank-``num_atoms`` factorisation); the relative filter errors are in
     ``model.acda_conversion.filter_errors``. ``acda_kwargs`` go to ``ACDAConv2d``.
