@@ -86,7 +86,7 @@ def test_converting_twice_changes_nothing_and_never_touches_a_generator():
     model = to_acda(torchvision.models.resnet18(num_classes=10), kernel_sizes=(3, 7))
     keys = list(model.state_dict())
     first = model.acda_conversion
-    to_acda(model, kernel_sizes=(1, 3, 7))
+    to_acda(model, kernel_sizes=(3, 7))  # 3 would match every generator's last conv
     assert model.acda_conversion.converted == []
     assert list(model.state_dict()) == keys
     assert all(model.acda_conversion.skipped[name] == "already an ACDAConv2d" for name in first.converted)
@@ -138,7 +138,7 @@ def test_conv_init_is_exact_where_the_conv_is_in_the_span():
     torch.testing.assert_close(model(x), expected)
     # Fourier-Bessel bases: a filter bank built from 2 atoms in their span is matched exactly.
     layer = ACDAConv2d(4, 5, 5, num_atoms=2)
-    weight = torch.einsum("oca,auv->ocuv", torch.randn(5, 4, 2), torch.randn(2, layer.num_bases) @ layer.bases.flatten(1))
+    weight = torch.einsum("oca,ap->ocp", torch.randn(5, 4, 2), torch.randn(2, layer.num_bases) @ layer.bases.flatten(1))
     model = nn.Sequential(nn.Conv2d(4, 5, 5, padding=2))
     with torch.no_grad():
         model[0].weight.copy_(weight.view(5, 4, 5, 5))
@@ -156,3 +156,72 @@ def test_conv_init_refuses_the_released_generator_and_unknown_inits():
     with pytest.raises(ValueError, match="init must be one of"):
         to_acda(model, init="kaiming")
     assert type(model[0]) is nn.Conv2d
+
+
+def _bars_and_blobs(count, size=16):
+    """Four classes of noisy 1-channel images: a horizontal bar, a vertical bar, a diagonal, a blob."""
+    labels = torch.randint(0, 4, (count,))
+    images = 0.3 * torch.randn(count, 1, size, size)
+    centres = torch.randint(3, size - 3, (count, 2)).tolist()
+    for image, label, (row, col) in zip(images, labels.tolist(), centres):
+        if label == 0:
+            image[0, row, col - 3 : col + 4] += 1
+        elif label == 1:
+            image[0, row - 3 : row + 4, col] += 1
+        elif label == 2:
+            image[0, torch.arange(row - 2, row + 3), torch.arange(col - 2, col + 3)] += 1
+        else:
+            image[0, row - 1 : row + 2, col - 1 : col + 2] += 1
+    return images, labels
+
+
+def test_conv_init_keeps_a_trained_network_s_accuracy():
+    """A 2-conv network trained here on bars and blobs, converted before any fine-tuning.
+    Measured: test accuracy 100.0 % -> 98.6 %, logits within 18 % (relative norm), filter errors
+    0.30 / 0.31. With the Fourier-Bessel bases (6 smooth dimensions of 9): errors 0.55 / 0.52, 75.2 %."""
+    images, labels = _bars_and_blobs(256)
+    test_images, test_labels = _bars_and_blobs(512)
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(32, 4),
+    )  # fmt: skip
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = nn.functional.cross_entropy(net(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    # Without bases the span is every 3x3 filter, and 6 atoms keep the 6 strongest directions of 9.
+    converted = to_acda(copy.deepcopy(net), init="conv", bases=None)
+    assert len(converted.acda_conversion.converted) == 2
+    assert all(0 < error < 0.35 for error in converted.acda_conversion.filter_errors.values())
+    with torch.no_grad():
+        logits, converted_logits = net(test_images), converted(test_images)
+    accuracy = (logits.argmax(1) == test_labels).float().mean().item()
+    converted_accuracy = (converted_logits.argmax(1) == test_labels).float().mean().item()
+    assert accuracy > 0.9
+    assert converted_accuracy > accuracy - 0.03
+    assert (converted_logits - logits).norm() / logits.norm() < 0.25
+
+
+def _train_on_a_fixed_batch(model, steps=15):
+    torch.manual_seed(1)
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(steps):
+        loss = nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return loss.item()
+
+
+def test_converted_resnet18_trains_like_the_plain_one():
+    """The issue's check: 15 SGD steps on one fixed batch, from the same initial weights.
+    Both losses approach 0, hence the 1e-3 slack. Measured: converted (default init) 2.85 -> 0.0010,
+    plain 2.79 -> ~0.001 (gamma 1 in the generator: 0.66; the old bias-sized atoms: 1.43 after 20 steps)."""
+    plain = torchvision.models.resnet18(num_classes=10)
+    converted = to_acda(copy.deepcopy(plain), kernel_sizes=(3,))
+    plain_loss, converted_loss = _train_on_a_fixed_batch(plain), _train_on_a_fixed_batch(converted)
+    assert converted_loss <= 1.5 * plain_loss + 1e-3

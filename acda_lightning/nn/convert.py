@@ -64,11 +64,11 @@ def _symmetric_padding(conv: nn.Conv2d) -> int:
 def _conv_slots(module: nn.Module, prefix: str = "") -> Iterator[tuple[nn.Module, str, str, nn.Module]]:
     """(parent, attribute, qualified name, child) for every nn.Conv2d and ACDAConv2d below ``module``,
     without entering ACDA layers: their generator convs are never candidates."""
-    for attribute, child in module.named_children():
+    for attribute, child in module._modules.items():  # named_children() would hide a shared second use
         name = f"{prefix}.{attribute}" if prefix else attribute
         if isinstance(child, (nn.Conv2d, ACDAConv2d)):
             yield module, attribute, name, child
-        else:
+        elif child is not None:
             yield from _conv_slots(child, name)
 
 
@@ -108,18 +108,14 @@ def _fit_conv_weight(layer: ACDAConv2d, weight: torch.Tensor) -> None:
         layer.atom_generator[-1].weight.zero_()
 
 
-def _balance_generator(layer: ACDAConv2d) -> None:
-    """Set the gamma of the generator's BatchNorm so its per-pixel path learns no faster than a conv.
-
-    Through h = ReLU(BN(.)) one SGD step moves each filter by about lr * gamma^2 * 9 * gen_hidden *
-    K / 2 * |x|^2, against lr * C*k*k * |x|^2 for the replaced conv's weights. With gamma = 1 that
-    path ran ~3x faster on a converted resnet18 and stalled training (20 SGD steps on a fixed batch:
-    loss 2.55 -> 0.82 against the conv's 0.0005; README, "Drop-in conversion"). Only here, not in
-    ACDAConv2d's own init: a single ACDA layer (the toy study) needs the fast path and is stable.
-    """
-    last_fan_in = layer.atom_generator[-1].weight[0].numel()  # 9 * gen_hidden
-    step_ratio = 2 * layer.in_channels * layer.kernel_size**2 / (last_fan_in * layer.num_bases)
-    nn.init.constant_(layer.atom_generator[1].weight, min(1.0, step_ratio**0.5))
+# gamma of the generator's hidden BatchNorm in converted layers. The per-pixel path learns through
+# h = ReLU(BN(.)), so one SGD step moves alpha by ~gamma^2 * |h|^2; with gamma = 1 that path
+# outran the conv weights on a converted resnet18 and stalled training (20 SGD steps on a fixed batch:
+# loss 2.55 -> 0.82 against the plain net's 0.0005; gamma 0.5 or 0.3: 0.0007; a per-layer rule
+# min(1, sqrt(2Ck^2 / (9 gen_hidden K))), 0.58 at 64 channels and 1 from 256 on: 0.66 after 15 steps
+# with batch 8, where gamma 0.5 reaches 0.0010). A single
+# ACDA layer (the toy study) needs the fast path and is stable, so ACDAConv2d itself keeps gamma = 1.
+CONVERTED_GENERATOR_GAMMA = 0.5
 
 
 def _relative_error(reference: torch.Tensor, approximation: torch.Tensor) -> float:
@@ -144,7 +140,7 @@ def _replacement(conv: nn.Conv2d, init: str, acda_kwargs: dict) -> tuple[ACDACon
     layer.train(conv.training)
     error = None
     if layer.generator == "paper":
-        _balance_generator(layer)
+        nn.init.constant_(layer.atom_generator[1].weight, CONVERTED_GENERATOR_GAMMA)
     if init == "conv":
         _fit_conv_weight(layer, conv.weight)
         if conv.bias is not None:
@@ -175,7 +171,8 @@ def to_acda(
     second call changes nothing. A conv shared by several parents gets one shared ACDA layer.
 
     ``init="default"``: the ACDA init with A rescaled so each layer's static filter has the
-    replaced conv's Frobenius norm (same output scale). ``init="conv"``: each layer starts as
+    replaced conv's Frobenius norm (same output scale) and the generator's BatchNorm gamma at
+    ``CONVERTED_GENERATOR_GAMMA`` (both inits, "paper" generator). ``init="conv"``: each layer starts as
     the best static approximation of the replaced conv (its weight projected onto the bases'
     span, then the best rank-``num_atoms`` factorisation); the relative filter errors are in
     ``model.acda_conversion.filter_errors``. ``acda_kwargs`` go to ``ACDAConv2d``.
