@@ -285,7 +285,7 @@ def test_make_train_crowd_on_synthetic_data_learns(tmp_path):
 
     main(["data", "synth", "crowd", "--out", str(tmp_path / "data")])
     repo = Path(__file__).parents[1]
-    overrides = f"--trainer.max_epochs 40 --data.crop_size 96 --data.num_workers 0 --trainer.default_root_dir {tmp_path / 'runs'}"
+    overrides = f"--trainer.max_epochs 30 --model.lr 1e-3 --data.num_workers 0 --trainer.default_root_dir {tmp_path / 'runs'}"
     command = [
         "make", "-C", str(repo), "-o", ".venv/.installed", "train-crowd",  # this interpreter, not a fresh venv
         f"ACDA={sys.executable} -m acda_lightning.cli", f"DATA_DIR={tmp_path / 'data'}",
