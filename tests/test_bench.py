@@ -55,9 +55,10 @@ def test_train_view_runs_registered_models_by_name(capsys):
     assert all(row["images_per_second"] > 0 for row in rows.values())
 
 
-def test_table7_without_the_model_says_so_and_shows_the_layer_table(capsys):
-    if "ad_resnet_s" in list_models():
-        pytest.skip("ad_resnet_s is registered: table7 runs the model (covered by `acda bench table7`)")
-    result = bench_json(capsys, "table7", "--quick", "--impls", "basis")
-    assert result["model_registered"] is False and "ad_resnet_s" in result["note"]
-    assert {row["layer"] for row in result["layer_rows"]} >= {"conv", "acda_basis"}
+def test_table7_trains_ad_resnet_s_conv_and_acda_and_predicts_dfn_memory(capsys):
+    result = bench_json(capsys, "table7", "--quick")
+    assert result["model_registered"] is True
+    rows = {row["model"]: row for row in result["rows"]}
+    assert set(rows) == {"ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda"}
+    assert all(row["images_per_second"] > 0 for row in rows.values())
+    assert result["dfn"]["predicted_filter_bytes_paper_setting"] > result["dfn"]["predicted_filter_bytes_here"] > 0

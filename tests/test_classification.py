@@ -45,10 +45,10 @@ def _fit(workdir, config, tmp_path, *overrides):
 
 
 @pytest.mark.parametrize("config", ["cifar10_lenet", "cifar10_lenet_acda"])
-def test_lenet_learns_a_fixed_image_set(config, workdir, tmp_path, single_thread):
+def test_lenet_learns_a_fixed_image_set(config, workdir, tmp_path, single_thread, budget_config):
     """The honest learning check: 100 synthetic CIFAR-10 images (class = colour + shape), 8 epochs of 10 steps;
     the loss falls by half and the 20 held-out test images are classified far above chance (10 %)."""
-    record = _fit(workdir, config, tmp_path, "--trainer.max_epochs", "8", "--data.batch_size", "10", "--model.lr", "0.03")
+    record = _fit(workdir, config, tmp_path, "-c", budget_config(max_epochs=8), "--data.batch_size", "10", "--model.lr", "0.03")
     losses = [row["train/loss"] for row in record["history"]]
     assert losses[-1] < 0.5 * losses[0], losses
     assert record["metrics"]["test/acc1"] >= 0.4, record["metrics"]

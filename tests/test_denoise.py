@@ -260,10 +260,10 @@ def _fit(config, synthetic_sidd, tmp_path, *overrides):
     return json.loads((tmp_path / "reports" / f"sidd_{config}" / "metrics.json").read_text())
 
 
-def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp_path):
+def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp_path, budget_config):
     record = _fit(
         "acda_vdnet", synthetic_sidd, tmp_path, "--model.net_kwargs", SMALL_NET,
-        "--data.patch_size", "32", "--data.batch_size", "4", "--trainer.max_steps", "3",
+        "--data.patch_size", "32", "--data.batch_size", "4", "-c", budget_config(max_steps=3),
     )
     assert record["training"]["steps"] == 3
     terms = record["history"][-1]

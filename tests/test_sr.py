@@ -141,9 +141,11 @@ def test_predictions_are_written_with_a_side_by_side(synthetic_data, tmp_path):
 def _fit_tiny(config: Path, tmp_path: Path, *overrides: str) -> None:
     """`acda fit` (fit -> test -> run report) on a config with one short epoch, no workers."""
     outputs = {"report.root": tmp_path / "reports", "trainer.default_root_dir": tmp_path / "runs"}
-    short = {"trainer.max_epochs": 1, "data.init_args.train_repeat": 1, "data.init_args.num_workers": 0}
+    short = {"data.init_args.train_repeat": 1, "data.init_args.num_workers": 0}
     arguments = [item for key, value in {**outputs, **short}.items() for item in (f"--{key}", str(value))]
-    main(["fit", "-c", str(config), "--trainer.enable_progress_bar", "false", *arguments, *overrides])
+    budget = tmp_path / "one_epoch.yaml"  # the run's own budget: a complete run of (config + budget)
+    budget.write_text("trainer:\n  max_epochs: 1\n")
+    main(["fit", "-c", str(config), "-c", str(budget), "--trainer.enable_progress_bar", "false", *arguments, *overrides])
 
 
 def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, tmp_path, monkeypatch):

@@ -68,7 +68,7 @@ def test_toy_study_reproduces_the_paper(tmp_path):
     """The paper's Fig. 6 claims: ACDA's MSE an order of magnitude below Conv's; both outputs shift exactly."""
     for name in ("conv", "acda"):
         _fit(Path("tasks/toy") / f"{name}.yaml", tmp_path)
-    (line,) = build_reports(tmp_path / "reports")
+    (line,) = build_reports(tmp_path / "reports", only="toy")
     assert "MSE ratio" in line
     metrics = json.loads((tmp_path / "reports/toy/metrics.json").read_text())
     assert {"conv_mse", "acda_mse", "conv_shift_max_abs_diff", "acda_shift_max_abs_diff"} <= set(metrics)
@@ -84,7 +84,7 @@ def test_toy_study_reproduces_the_paper(tmp_path):
     records = {name: (tmp_path / f"reports/toy_{name}/metrics.json").read_text() for name in ("conv", "acda")}
     _fit(Path("tasks/toy/acda.yaml"), tmp_path, "--trainer.fast_dev_run", "true")
     _fit(Path("tasks/toy/conv.yaml"), tmp_path, "--trainer.max_epochs", "1")
-    assert build_reports(tmp_path / "reports") == [line]
+    assert build_reports(tmp_path / "reports", only="toy") == [line]
     assert json.loads((tmp_path / "reports/toy/metrics.json").read_text()) == metrics
     for name, text in records.items():
         assert (tmp_path / f"reports/toy_{name}/metrics.json").read_text() == text
@@ -93,9 +93,33 @@ def test_toy_study_reproduces_the_paper(tmp_path):
 
 def test_report_lists_missing_runs_and_invents_nothing(tmp_path):
     lines = build_reports(tmp_path)
-    assert "missing runs" in lines[0] and "shortened" not in lines[0]
+    (toy,) = [line for line in lines if line.startswith("toy:")]
+    assert all("run `" in line for line in lines), "every study says which command makes its runs"
+    assert "missing runs" in toy and "shortened" not in toy
     assert not (tmp_path / "toy").exists()
     assert "missing runs" in (tmp_path / "README.md").read_text()
     (tmp_path / "toy_acda/runs/20260101-000000-abcd").mkdir(parents=True)
     (tmp_path / "toy_acda/runs/20260101-000000-abcd/metrics.json").write_text("{}")
-    assert "only shortened runs exist for ['toy_acda']" in build_reports(tmp_path)[0]
+    assert "only shortened runs exist for ['toy_acda']" in build_reports(tmp_path, only="toy")[0]
+
+
+def _lightest(configs: list[Path]) -> Path:
+    return min(configs, key=lambda p: (any(big in p.name for big in ("_m", "_l")), p.name))
+
+
+PREDICT_CONFIGS = [
+    _lightest([c for c in CONFIGS if c.parent == folder]) for folder in sorted({c.parent for c in CONFIGS}) if folder.name != "toy"
+]  # the toy task's predict is tested in test_runs.py
+
+
+@pytest.mark.parametrize("config", PREDICT_CONFIGS, ids=str)
+def test_predict_writes_the_tasks_outputs_through_the_cli(config, tmp_path, monkeypatch, synthetic_workdir):
+    """`acda predict` on each task's synthetic test split writes its files to --predict_dir."""
+    config = config.resolve()
+    monkeypatch.chdir(synthetic_workdir(config.parent.name))
+    out = tmp_path / "predictions"
+    main(["predict", "-c", str(config), "--predict_dir", str(out), "--trainer.enable_progress_bar", "false",
+          "--trainer.default_root_dir", str(tmp_path / "runs"), "--report.root", str(tmp_path / "reports")])
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and all(p.stat().st_size > 0 for p in files)
+    assert not list(out.rglob(".*.tmp")), "every file is written atomically"

@@ -47,8 +47,8 @@ def run(args) -> str:
         result.update(table6.table6())
         text.append(table6.markdown(result))
     elif args.view in ("table7", "train"):
-        size = args.sizes[0] if args.sizes else (16 if args.quick else 224)
-        batch = args.batch or (1 if args.quick else 2)
+        size = args.sizes[0] if args.sizes else (64 if args.quick else 224)  # BatchNorm needs >1 value at stride 32
+        batch = args.batch or 2
         repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
         if args.view == "train":
             rows = train.bench_training(args.models or train.default_specs(), size, batch, device, warmup, repeats)

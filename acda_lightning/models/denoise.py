@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .layers import spatial_conv
 from .registry import register_model
 from .restoration import RestorationNet
 
@@ -51,11 +52,14 @@ def denoise_net(
 
 
 @register_model
-def denoise_sigma_net(in_channels: int = 3, depth: int = 5, features: int = 64, slope: float = 0.2) -> nn.Module:
+def denoise_sigma_net(
+    in_channels: int = 3, depth: int = 5, features: int = 64, slope: float = 0.2, conv: str = "conv", **acda_kwargs
+) -> nn.Module:
     """VDNet's S-Net (Yue et al. 2019): a ``depth``-layer DnCNN-style stack of 3x3 convs with LeakyReLU, no
-    normalisation, giving log alpha and log beta of the inverse-gamma noise-variance posterior (2 x in_channels)."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, features, 3, padding=1), nn.LeakyReLU(slope, inplace=True)]
+    normalisation, giving log alpha and log beta of the inverse-gamma noise-variance posterior (2 x in_channels).
+    It is VDNet's training-time helper, standard convolutions by default (``conv="acda"`` swaps them too)."""
+    layers: list[nn.Module] = [spatial_conv(conv, in_channels, features, 3, **acda_kwargs), nn.LeakyReLU(slope, inplace=True)]
     for _ in range(depth - 2):
-        layers += [nn.Conv2d(features, features, 3, padding=1), nn.LeakyReLU(slope, inplace=True)]
-    layers.append(nn.Conv2d(features, 2 * in_channels, 3, padding=1))
+        layers += [spatial_conv(conv, features, features, 3, **acda_kwargs), nn.LeakyReLU(slope, inplace=True)]
+    layers.append(spatial_conv(conv, features, 2 * in_channels, 3, **acda_kwargs))
     return nn.Sequential(*layers)

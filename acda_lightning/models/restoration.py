@@ -12,18 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import ACDAConv2d
+from .layers import spatial_conv
 from .registry import register_model
-
-
-def spatial_conv(in_channels: int, out_channels: int, kernel_size: int, conv: str, **acda_kwargs) -> nn.Module:
-    """A "same"-size k x k layer: ACDA (``conv="acda"``) or the standard convolution it replaces."""
-    if conv == "acda":
-        return ACDAConv2d(in_channels, out_channels, kernel_size, **acda_kwargs)
-    if conv == "conv":
-        if acda_kwargs:
-            raise ValueError(f"conv='conv' takes no ACDA arguments, got {sorted(acda_kwargs)}")
-        return nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-    raise ValueError(f"conv must be 'acda' or 'conv', got {conv!r}")
 
 
 class DynamicBottleneck(nn.Module):
@@ -32,7 +22,7 @@ class DynamicBottleneck(nn.Module):
     def __init__(self, channels: int, hidden: int, kernel_size: int = 3, conv: str = "acda", **acda_kwargs):
         super().__init__()
         self.reduce = nn.Conv2d(channels, hidden, 1)
-        self.dynamic = spatial_conv(hidden, hidden, kernel_size, conv, **acda_kwargs)
+        self.dynamic = spatial_conv(conv, hidden, hidden, kernel_size, **acda_kwargs)
         self.expand = nn.Conv2d(hidden, channels, 1)
         self.act = nn.ReLU(inplace=True)
 
