@@ -13,11 +13,12 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from ..utils import atomic_path
+from .images import open_rgb
 from .synth import register_synth
 
 SYNTH_HINT = "write a small synthetic set with `acda data synth cls --out data`"
@@ -66,15 +67,6 @@ def check_cifar(root: Path, dataset: str) -> None:
             )
 
 
-def load_rgb(path: str) -> Image.Image:
-    """ImageFolder's loader, failing with the file's name and the fix instead of a PIL traceback."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot decode this image ({error}); delete or replace the file") from error
-
-
 def check_image_folders(root: Path) -> list[str]:
     """The class names (wnids) of ROOT/train and ROOT/val, which must agree; one clear error otherwise."""
     layout = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG (ImageNet's folders, val sorted into class folders)"
@@ -106,7 +98,7 @@ class ImagesInFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        return {"image": self.transform(load_rgb(str(path))), "name": path.stem}
+        return {"image": self.transform(open_rgb(path)), "name": path.stem}
 
 
 class _Named(Dataset):
@@ -179,8 +171,8 @@ class ClassificationDataModule(L.LightningDataModule):
             self.classes = check_image_folders(self.root)
             self.num_classes = len(self.classes)
             # allow_empty: a class folder without images is allowed (the synthetic set fills only a few)
-            self.train_set = datasets.ImageFolder(self.root / "train", train_transform, loader=load_rgb, allow_empty=True)
-            self.eval_set = datasets.ImageFolder(self.root / "val", eval_transform, loader=load_rgb, allow_empty=True)
+            self.train_set = datasets.ImageFolder(self.root / "train", train_transform, loader=open_rgb, allow_empty=True)
+            self.eval_set = datasets.ImageFolder(self.root / "val", eval_transform, loader=open_rgb, allow_empty=True)
             for split, folder_set in (("train", self.train_set), ("val", self.eval_set)):
                 if not len(folder_set):
                     raise FileNotFoundError(f"imagenet: {self.root / split} holds no {'/'.join(IMAGE_SUFFIXES)} images; {SYNTH_HINT}")

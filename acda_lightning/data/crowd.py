@@ -17,19 +17,11 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from ..utils import atomic_path
 from .density import cached_density, density_key, gaussian_density, points_inside, sum_pool
+from .images import read_rgb
 from .synth import register_synth
 
 SYNTH_HINT = "write a small synthetic set in this layout with `acda data synth crowd --out data`"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """An (H, W, 3) uint8 array; grayscale and palette images become RGB. One clear error for a broken file."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot read image {path} ({error}); the file is corrupt or not an image: replace or delete it") from error
 
 
 def load_points(annotation: Path, key: str) -> np.ndarray:
@@ -100,7 +92,7 @@ class CrowdImages(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The (H, W, 3) uint8 image (resized if out of bounds) and its in-image points, 0-based (x, y)."""
         image_path, annotation = self.items[index]
-        image = load_rgb(image_path)
+        image = read_rgb(image_path)
         points = load_points(annotation, self.key) - 1.0  # MATLAB's 1-based pixel coordinates
         height, width = image.shape[:2]
         new_height, new_width = bounded_size(height, width, self.min_size, self.max_size)
@@ -207,7 +199,7 @@ class ImageFolder(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        image = np.ascontiguousarray(load_rgb(self.images[index]).transpose(2, 0, 1), np.float32) / 255.0
+        image = np.ascontiguousarray(read_rgb(self.images[index]).transpose(2, 0, 1), np.float32) / 255.0
         sample = self.transform({"image": image, "count": math.nan, "name": self.images[index].stem})
         return {**sample, "image": torch.from_numpy(sample["image"])}
 

@@ -13,10 +13,11 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ..utils import atomic_path
+from .images import read_rgb
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
 
@@ -27,13 +28,8 @@ SYNTH_COMMAND = "acda data synth realsr --out data"
 
 
 def read_png(path: Path) -> torch.Tensor:
-    """An 8-bit PNG as a (3, H, W) float32 tensor in [0, 1]; an unreadable file is one error naming it."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}; replace the file or re-create the dataset") from error
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    """An 8-bit image as a (3, H, W) float32 tensor in [0, 1]; an unreadable file is one error naming it."""
+    return torch.from_numpy(read_rgb(path).astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
 
 def write_png(path: Path, image: torch.Tensor) -> Path:

@@ -27,6 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path
+from .images import read_rgb
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
 
@@ -41,15 +42,6 @@ LAYOUT = (
 
 def _missing(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} {path} not found; {LAYOUT}. {SYNTH_HINT}")
-
-
-def read_png(path: Path) -> np.ndarray:
-    """An (H, W, 3) uint8 array; an unreadable file raises one ValueError naming it."""
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot read image {path} ({error}); replace the file or re-extract the dataset") from error
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -175,7 +167,7 @@ class SIDD(Dataset):
         """(noisy, clean, name) as (H, W, 3) uint8 arrays."""
         if self.split == "train":
             noisy_path, clean_path = self.pairs[index]
-            noisy, clean = read_png(noisy_path), read_png(clean_path)
+            noisy, clean = read_rgb(noisy_path), read_rgb(clean_path)
             if noisy.shape != clean.shape:
                 raise ValueError(f"{noisy_path} is {noisy.shape[:2]} but its ground truth {clean_path} is {clean.shape[:2]}")
             return noisy, clean, f"{noisy_path.parent.name}/{noisy_path.stem}"
@@ -288,7 +280,7 @@ class PNGFolder(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
-        return {"noisy": _to_tensor(read_png(path)), "name": path.stem}
+        return {"noisy": _to_tensor(read_rgb(path)), "name": path.stem}
 
 
 class SIDDDataModule(L.LightningDataModule):

@@ -122,7 +122,8 @@ def scales_figure(checkpoint: Path, image_path: Path, out: Path, layer_index: in
 
     ``layer_index`` counts the net's ACDA layers with several scales (default: the first, a 7x7 layer).
     """
-    from ..data.crowd import WholeImageTransform, load_rgb
+    from ..data.crowd import WholeImageTransform
+    from ..data.images import read_rgb
     from ..nn import ACDAConv2d
     from ..tasks.crowd import CrowdCounting
 
@@ -135,7 +136,7 @@ def scales_figure(checkpoint: Path, image_path: Path, out: Path, layer_index: in
     index = 0 if layer_index is None else layer_index
     if not 0 <= index < len(layers):
         raise ValueError(f"--layer must be in [0, {len(layers)}), got {index}")
-    image = np.ascontiguousarray(load_rgb(image_path).transpose(2, 0, 1), np.float32) / 255.0
+    image = np.ascontiguousarray(read_rgb(image_path).transpose(2, 0, 1), np.float32) / 255.0
     height, width = image.shape[1:]
     padded = WholeImageTransform(model.net.size_divisor, 1)({"image": image})["image"]
     captured = {}
