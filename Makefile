@@ -79,6 +79,12 @@ test-slow: $(INSTALLED)
 test-gpu: $(INSTALLED)
 	$(BIN)/python -m pytest -m gpu
 
+## Efficiency (paper Tables 6-7): ACDA vs nn.Conv2d time and memory ratios, FLOPs and parameters
+bench: $(INSTALLED)
+	$(ACDA) bench layer
+	$(ACDA) bench table6
+	$(ACDA) bench table7
+
 report: $(INSTALLED)
 	$(ACDA) report
 
