@@ -279,13 +279,14 @@ def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, mon
 
 
 @pytest.mark.slow
-def test_make_train_crowd_on_synthetic_data_learns(tmp_path):
+def test_make_train_crowd_on_synthetic_data_learns(tmp_path, budget_config):
     """`make train-crowd` on the synthetic set: the test MAE is well below predicting the training mean count."""
     import subprocess
 
     main(["data", "synth", "crowd", "--out", str(tmp_path / "data")])
     repo = Path(__file__).parents[1]
-    overrides = f"--trainer.max_epochs 30 --model.lr 1e-3 --data.num_workers 0 --trainer.default_root_dir {tmp_path / 'runs'}"
+    budget = budget_config(max_epochs=30)  # the run's own budget, so its record is the complete one studies read
+    overrides = f"-c {budget} --model.lr 1e-3 --data.num_workers 0 --trainer.default_root_dir {tmp_path / 'runs'}"
     command = [
         "make", "-C", str(repo), "-o", ".venv/.installed", "train-crowd",  # this interpreter, not a fresh venv
         f"ACDA={sys.executable} -m acda_lightning.cli", f"DATA_DIR={tmp_path / 'data'}",

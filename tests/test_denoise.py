@@ -292,11 +292,11 @@ def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp
 
 
 @pytest.mark.slow
-def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path):
+def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path, budget_config):
     """`make train-denoise` on the synthetic set in miniature: a small ACDA net, MSE, a few hundred steps on CPU."""
     record = _fit(
         "acda_mse", synthetic_sidd, tmp_path, "--model.net_kwargs", SMALL_NET, "--data.patch_size", "48",
-        "--data.patches_per_image", "40", "--data.batch_size", "8", "--trainer.max_epochs", "20",
+        "--data.patches_per_image", "40", "--data.batch_size", "8", "-c", budget_config(max_epochs=20),
         "--model.lr", "1e-3", "--model.lr_decay_epochs", "15",
     )
     assert record["metrics"]["test/psnr"] > record["metrics"]["test/noisy_psnr"] + 2
