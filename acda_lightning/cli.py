@@ -227,8 +227,10 @@ class ACDACLI(LightningCLI):
         self._print_locations()
 
     def after_predict(self) -> None:
+        from .callbacks.run_state import PredictionFiles
+
         if self.trainer.is_global_zero:
-            callback = next(c for c in self.trainer.callbacks if type(c).__name__ == "PredictionFiles")
+            callback = next(c for c in self.trainer.callbacks if isinstance(c, PredictionFiles))
             print(f"predictions: {callback.out_dir}/ ({len(callback.written)} files)")
 
     def _print_locations(self) -> None:
