@@ -172,9 +172,11 @@ def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, t
 @pytest.mark.slow
 def test_train_sr_learns_and_beats_bicubic(synthetic_data, tmp_path, monkeypatch):
     """`make train-sr SCALE=4 VERSION=v3` as shipped, ACDA and its conv baseline: both beat bicubic."""
-    monkeypatch.chdir(synthetic_data.parent)
-    for name in ("realsr_v3_x4", "realsr_v3_x4_conv"):
-        main(["fit", "-c", str(Path(f"tasks/sr/{name}.yaml").resolve()), "--report.root", str(tmp_path / "reports")])
+    configs = {name: Path(f"tasks/sr/{name}.yaml").resolve() for name in ("realsr_v3_x4", "realsr_v3_x4_conv")}
+    monkeypatch.chdir(synthetic_data.parent)  # the configs read data/RealSR_v3
+    for config in configs.values():
+        main(["fit", "-c", str(config), "--report.root", str(tmp_path / "reports"),
+              "--trainer.default_root_dir", str(tmp_path / "runs")])
     for name in ("realsr_v3_x4", "realsr_v3_x4_conv"):
         test = json.loads((tmp_path / f"reports/{name}/metrics.json").read_text())["metrics"]
         print(name, test)
