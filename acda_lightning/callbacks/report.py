@@ -91,10 +91,19 @@ class ReportWriter(Callback):
         """Where this run's record ends up for people and studies: the top level if complete."""
         return Path(self.root) / self.name if self.complete else self.run_dir
 
+    def _elapsed(self) -> float:
+        """Training wall time so far, the running fit included (checkpoints are saved mid-fit)."""
+        running = time.perf_counter() - self._fit_started if self._fit_started else 0.0
+        return self.fit_seconds + running
+
     def state_dict(self) -> dict:
-        return {"history": self.history, "fit_seconds": self.fit_seconds}
+        return {"history": self.history, "fit_seconds": self._elapsed()}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # Testing the best checkpoint right after fit restores callbacks too; that checkpoint's
+        # history and time stop at its epoch, so the ones this process has measured win.
+        if self.history:
+            return
         self.history = list(state_dict["history"])
         self.fit_seconds = float(state_dict["fit_seconds"])
 
@@ -102,7 +111,7 @@ class ReportWriter(Callback):
         self._fit_started = time.perf_counter()
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.fit_seconds += time.perf_counter() - self._fit_started
+        self.fit_seconds, self._fit_started = self._elapsed(), 0.0
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
