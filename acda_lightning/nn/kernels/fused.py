@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 
@@ -74,7 +73,11 @@ def _require_extension():
 
 
 def _padded_nhwc(x: torch.Tensor, padding: int) -> torch.Tensor:
-    return F.pad(x, (padding,) * 4).permute(0, 2, 3, 1).contiguous()
+    """x zero-padded in NHWC, written in one copy (pad-then-permute would hold two padded copies)."""
+    batch, channels, height, width = x.shape
+    padded = x.new_zeros(batch, height + 2 * padding, width + 2 * padding, channels)
+    padded[:, padding : padding + height, padding : padding + width].copy_(x.permute(0, 2, 3, 1))
+    return padded
 
 
 def _gemm_weight(coefficients: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,9 @@
 
 namespace {
 
-// A band's responses z (pixels x m*C) stay in L2-ish sizes; the 1x1 GEMM wants >= 256 pixels.
-constexpr int64_t kBandBytes = 4 << 20;
+// A band's responses z (pixels x m*C) fit in L2 and, with its gradient, cost little peak memory;
+// the 1x1 GEMM wants >= 256 pixels.
+constexpr int64_t kBandBytes = 1 << 20;
 constexpr int64_t kMinBandPixels = 256;
 
 template <typename T>
