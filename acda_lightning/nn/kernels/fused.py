@@ -185,6 +185,6 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
             padding,
             dilation,
         )
-        if bias is not None:
-            output = output + bias.to(compute_dtype).view(1, -1, 1, 1)
+        if bias is not None:  # in place: the op's output is fresh and its backward does not need it
+            output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))
     return output.to(result_dtype)
