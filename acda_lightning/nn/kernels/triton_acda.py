@@ -9,7 +9,7 @@ response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in
 atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
 ``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
 unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
-``channels_last`` output). With more than MAX_BLOCK_OUT output channels, z is recomputed once per
+``channels_last`` output). With more output channels than one block (64), z is recomputed once per
 output block.
 
 Backward recomputes instead of storing: only x, alpha and A are saved, as for ``fused`` (storing z
@@ -51,12 +51,13 @@ try:
 except ImportError:  # the package still imports without Triton; available() says False
     triton = tl = None
 
-# Untuned (no GPU has measured them): output pixels per program, and caps on the input- and
-# output-channel blocks (tl.dot needs every dimension >= 16; smaller counts are padded and masked).
-BLOCK_PIXELS = 64
-MAX_BLOCK_CHANNELS = 32
-MAX_BLOCK_OUT = 64
-NUM_WARPS = 4
+# Tile sizes: output pixels, input channels and output channels per program (tl.dot needs each >= 16;
+# smaller counts are padded and masked), and warps. Untuned: no GPU has run these kernels. Of the
+# few tried, the largest whose sm_80/sm_90 builds ptxas reports without register spills (at most 8
+# bytes of stack) in every dtype; tests/triton_compile_check.py prints the usage. With 4 warps, or
+# 64-pixel backward tiles, the backward spilled 0.4-2 KB per thread.
+FORWARD_BLOCKS = {"pixels": 64, "channels": 32, "outputs": 64, "warps": 8}
+BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 32, "warps": 8}
 
 
 def _jit(fn):
@@ -206,8 +207,8 @@ def _block(count: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(count)))
 
 
-def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int) -> dict:
-    """The kernels' compile-time arguments for these operands."""
+def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict) -> dict:
+    """A kernel's compile-time arguments for these operands and tile sizes."""
     if x.dtype == torch.float64:
         accumulate, precision = tl.float64, "ieee"
     else:
@@ -216,12 +217,12 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int) -> 
     out_channels, channels = coefficients.shape[:2]
     return dict(
         KSIZE=kernel_size,
-        BLOCK_P=BLOCK_PIXELS,
-        BLOCK_C=_block(channels, MAX_BLOCK_CHANNELS),
-        BLOCK_O=_block(out_channels, MAX_BLOCK_OUT),
+        BLOCK_P=blocks["pixels"],
+        BLOCK_C=_block(channels, blocks["channels"]),
+        BLOCK_O=_block(out_channels, blocks["outputs"]),
         ACC=accumulate,
         PRECISION=precision,
-        num_warps=NUM_WARPS,
+        num_warps=blocks["warps"],
     )
 
 
@@ -280,7 +281,7 @@ def triton_acda(
     atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
-    settings = _settings(x, coefficients, kernel_size)
+    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS)
     grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]), x.shape[0])
     with _on_device(x.device):
         _acda_forward_kernel[grid](
@@ -321,7 +322,7 @@ def triton_acda_backward(
     grad_xpad = torch.zeros_like(xpad, dtype=accumulate)
     grad_atoms = torch.zeros(atoms.shape, dtype=accumulate, device=x.device)
     grad_coefficients = torch.zeros_like(coefficients, dtype=accumulate)
-    settings = _settings(x, coefficients, kernel_size)
+    settings = _settings(x, coefficients, kernel_size, BACKWARD_BLOCKS)
     grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(channels, settings["BLOCK_C"]), x.shape[0])
     with _on_device(x.device):
         _acda_backward_kernel[grid](
