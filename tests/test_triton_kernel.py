@@ -6,9 +6,10 @@ The interpreter executes every tile op through numpy, so the shapes here are tin
 images): the default run costs about half a minute on two cores. The same comparisons run compiled
 on CUDA in TestOnGPU (`make test-gpu`), in fp32, fp16 and bf16.
 
-Tolerances: fp32 and the fp64 check as tests/test_kernels.py (1e-4 forward, 1e-3 gradients; fp64
-to 1e-10); bf16/fp16 inputs against the fp32 layer, relative to the largest value: 2e-2 (bf16,
-8 mantissa bits) and 5e-3 (fp16) for the output, 5e-2 and 1e-2 for the gradients.
+Tolerances: fp32 as tests/test_kernels.py (1e-4 forward, 1e-3 gradients), fp64 1e-10 and 1e-9.
+bf16/fp16 inputs: the op alone (the generator's own rounding is not the kernel's) against the
+reference in fp32 on the same rounded operands, relative to the largest value: 2e-2 (bf16, 8
+mantissa bits) and 5e-3 (fp16) for the output, 5e-2 and 1e-2 for the gradients of x, alpha, A, bias.
 """
 
 import os
@@ -169,7 +170,7 @@ class TestInterpreted:
         check_equals_reference(layer, x, rtol=1e-10, atol=1e-10)
 
     @pytest.mark.parametrize("stride, dilation, use_bases", [(1, 2, True), (2, 1, False)])
-    def test_bf16_inputs_are_computed_in_fp32(self, stride, dilation, use_bases):
+    def test_bf16_inputs_within_bf16_rounding(self, stride, dilation, use_bases):
         check_low_precision(torch.bfloat16, 2e-2, 5e-2, 3, stride, dilation, use_bases)
 
     def test_bf16_autocast_returns_bf16(self):
@@ -183,12 +184,17 @@ class TestInterpreted:
         assert relative_error(output, expected) < 5e-2
 
     def test_channels_last_in_channels_last_out(self):
+        """Read and written through strides; .sum() also hands backward a stride-0 (expanded) gradient."""
         layer = make_layer(6, 5, 3, num_atoms=2).eval()
-        x = torch.randn(2, 6, 7, 6)
+        x = torch.randn(2, 6, 7, 6, requires_grad=True)
         expected = layer(x)
-        output = layer(x.to(memory_format=torch.channels_last))
+        (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+        x_cl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+        output = layer(x_cl)
         assert output.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+        (grad,) = torch.autograd.grad(output.sum(), x_cl)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
 
     @pytest.mark.parametrize("use_bases", [True, False])
     def test_opcheck(self, use_bases):
@@ -200,6 +206,17 @@ class TestInterpreted:
         coefficients = torch.randn(4, 3, 2, requires_grad=True)
         bias = torch.randn(4, requires_grad=True)
         torch.library.opcheck(triton_acda.triton_acda, (x, alpha, bases, coefficients, bias, 3, 2, 1, 1))
+
+    @pytest.mark.slow
+    def test_torch_compile_matches_eager(self):
+        """The custom op is opaque to torch.compile; the generator around it is compiled (about a minute)."""
+        layer = make_layer(4, 6, 3, num_atoms=2)
+        x = torch.randn(2, 4, 7, 6, requires_grad=True)
+        expected, expected_grads = output_and_grads(layer, x, torch.ones(2, 6, 7, 6))
+        output, grads = output_and_grads(torch.compile(layer), x, torch.ones(2, 6, 7, 6))
+        torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
     def test_torch_export_sees_one_op(self):
         layer = make_layer(4, 4, 3, num_atoms=2).eval()
@@ -266,9 +283,9 @@ def test_impls_offered_per_device():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.skipif(not (CUDA and triton_acda.available("cuda")), reason="needs a CUDA device, Triton compiling")
 class TestOnGPU:
-    """The same comparisons, compiled on CUDA (with TF32 off for fp32, the default: exact fp32 dots)."""
+    """The same comparisons, compiled on CUDA (fp32 matmuls at torch's default "highest": exact fp32 dots)."""
 
     @pytest.mark.parametrize("kernel_size, stride, dilation, bias, bases, channels", MATRIX + SLOW_MATRIX)
     def test_equals_reference_fp32(self, kernel_size, stride, dilation, bias, bases, channels):
@@ -277,17 +294,18 @@ class TestOnGPU:
         check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
 
     @pytest.mark.parametrize("kernel_size, stride, dilation", [(3, 1, 1), (7, 2, 1), (5, 1, 2)])
-    def test_equals_basis_at_realistic_sizes(self, kernel_size, stride, dilation):
-        """Many pixel tiles and channel/output blocks: against impl="basis" (cuDNN) on a 33x30 image."""
+    def test_equals_basis_at_realistic_sizes(self, monkeypatch, kernel_size, stride, dilation):
+        """Many pixel tiles and channel/output blocks: against impl="basis" (cuDNN, TF32 off) on a 33x30 image."""
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
         layer = make_layer(70, 90, kernel_size, stride, dilation, num_atoms=6, device="cuda")
         x = torch.randn(3, 70, 33, 30, device="cuda", requires_grad=True)
         cotangent = torch.randn(3, 90, *layer.output_size(33, 30), device="cuda")
         output, grads = output_and_grads(layer, x, cotangent)
         layer.impl = "basis"
         expected, expected_grads = output_and_grads(layer, x, cotangent)
-        assert relative_error(output, expected) < 1e-5
+        assert relative_error(output, expected) < 1e-4
         for got, want in zip(grads, expected_grads):
-            assert relative_error(got, want) < 1e-4
+            assert relative_error(got, want) < 1e-3
 
     @pytest.mark.parametrize("dtype, output_tolerance, grad_tolerance",
                              [(torch.float16, 5e-3, 1e-2), (torch.bfloat16, 2e-2, 5e-2)])
