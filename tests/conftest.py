@@ -1,6 +1,18 @@
-import pytest
+import os
+
 import torch
-from lightning.pytorch import Callback
+
+# Triton's interpreter (TRITON_INTERPRET=1) is what runs the Triton kernel on CPU
+# (tests/test_triton_kernel.py). It must be chosen before triton is first imported: triton.language's own
+# helpers (tl.sum, ...) are built compiled or interpreted at that moment, for the whole process, and
+# lightning and torch.export import triton. So it is set here, before anything imports triton, and only
+# where there is no CUDA device: there it touches nothing but impl="triton" (inductor's CPU backend does
+# not use Triton), and on a GPU machine the kernels stay compiled for the gpu-marked tests.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+from lightning.pytorch import Callback  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

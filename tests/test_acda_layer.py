@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from acda_lightning.nn import ACDAConv2d, acda_reference
-from acda_lightning.nn.kernels import IMPLEMENTATIONS
+from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls
 
-IMPLS = sorted(IMPLEMENTATIONS)
+# Every impl that runs on CPU ("triton" is CUDA-only; tests/test_triton_kernel.py runs it under Triton's
+# interpreter and, on a GPU, compiled).
+IMPLS = device_impls("cpu")
 
 
 def randomised(layer):
@@ -193,6 +195,13 @@ def test_auto_impl_resolves_to_a_registered_implementation():
 
     assert resolve_impl("auto", torch.zeros(1)) in IMPLEMENTATIONS
     assert resolve_impl("unfold", torch.zeros(1)) == "unfold"
+    assert resolve_impl("triton", torch.zeros(1)) == "triton"
+    assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) != "triton"  # never on CPU
+
+
+def test_impl_names_are_validated_and_triton_is_one():
+    assert ACDAConv2d(3, 4, 3, impl="triton").impl == "triton"
+    assert "triton" in IMPLEMENTATIONS and "triton" not in IMPLS
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..nn import ACDAConv2d
 from ..nn.baselines import BASELINES, dfn_filter_bytes
-from ..nn.kernels import IMPLEMENTATIONS, fused, resolve_impl
+from ..nn.kernels import device_impls, fused, resolve_impl, triton_acda
 from .measure import interleaved_times, peak_memory, ratio_summaries
 
 MODES = ("forward", "forward_backward", "inference")
@@ -23,16 +23,19 @@ class LayerSettings:
     batch: int = 2
     warmup: int = 1
     repeats: int = 5
-    impls: list[str] = field(default_factory=lambda: sorted(IMPLEMENTATIONS))
+    impls: list[str] | None = None  # None: every impl offered on the device (kernels.device_impls)
     # DFN's per-pixel filters beyond this are reported as out of memory instead of being allocated.
     memory_limit_bytes: int = 8 << 30
 
 
-def candidates(channels: int, kernel_size: int, impls: list[str]) -> dict[str, nn.Module]:
+def candidates(
+    channels: int, kernel_size: int, impls: list[str], device: torch.device | str = "cpu"
+) -> dict[str, nn.Module]:
+    """nn.Conv2d, ACDA with each impl that can run here (others are left out), and the baselines."""
     padding = kernel_size // 2
     layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding)}
     for impl in impls:
-        if impl == "fused" and not fused.available():
+        if (impl == "fused" and not fused.available()) or (impl == "triton" and not triton_acda.available(device)):
             continue
         layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl)
     for name, baseline in BASELINES.items():
@@ -60,11 +63,13 @@ def step(layer: nn.Module, x: torch.Tensor, mode: str):
 
 def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
     rows = []
+    impls = device_impls(device) if settings.impls is None else settings.impls
     for channels in settings.channels:
         for size in settings.sizes:
             x = torch.randn(settings.batch, channels, size, size, device=device, requires_grad=True)
             for kernel_size in settings.kernel_sizes:
-                layers = {name: layer.to(device) for name, layer in candidates(channels, kernel_size, settings.impls).items()}
+                layers = candidates(channels, kernel_size, impls, device)
+                layers = {name: layer.to(device) for name, layer in layers.items()}
                 predicted_dfn = dfn_filter_bytes(settings.batch, channels, channels, kernel_size, size, size)
                 skipped = {"dfn"} if predicted_dfn > settings.memory_limit_bytes else set()
                 auto = resolve_impl("auto", x, kernel_size, size * size)

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import torch
 
-from . import fused
+from . import fused, triton_acda
 from .basis import acda_basis
 from .fused import acda_fused
+from .triton_acda import acda_triton
 from .unfold import acda_unfold
 
-IMPLEMENTATIONS = {"unfold": acda_unfold, "basis": acda_basis, "fused": acda_fused}
+IMPLEMENTATIONS = {"unfold": acda_unfold, "basis": acda_basis, "fused": acda_fused, "triton": acda_triton}
 
 
 # Below this much per-image work (in_channels * out_pixels * k*k) a layer takes well under a
 # millisecond either way, so "auto" keeps it on "basis" and never pays the kernel build for it.
 FUSED_MIN_WORK = 1 << 20
+
+
+def device_impls(device: torch.device | str) -> list[str]:
+    """The implementations offered on this device type: "fused" is CPU-only, "triton" CUDA-only.
+
+    (Neither is checked for being buildable here: callers skip what is not, as ``acda bench`` does.)
+    """
+    excluded = {"cpu": {"triton"}, "cuda": {"fused"}}.get(torch.device(device).type, {"fused", "triton"})
+    return sorted(set(IMPLEMENTATIONS) - excluded)
 
 
 def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: int | None = None) -> str:
@@ -29,10 +39,17 @@ def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: i
     "auto" picks the fused CPU kernel for float inputs on CPU when the layer is large enough to
     matter and a C++ compiler can build it (at 128 channels, 64x64: 2x faster than "basis" at k=7,
     1.3x at k=5, level at k=3, and 2.5-5x less memory; README "Performance"), and "basis"
-    otherwise (1.6-3.3x faster than "unfold").
+    otherwise (1.6-3.3x faster than "unfold"). On CUDA it picks the fused Triton kernel for
+    fp32/fp16/bf16 inputs where Triton is importable (not yet measured on a GPU), else "basis";
+    also "basis" under ``torch.use_deterministic_algorithms`` (the kernel's backward adds atomically).
     """
     if impl != "auto":
         return impl
+    if x.device.type == "cuda" and x.dim() == 4:
+        half_or_single = x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        if half_or_single and not torch.are_deterministic_algorithms_enabled() and triton_acda.available(x.device):
+            return "triton"
+        return "basis"
     if x.device.type == "cpu" and x.is_floating_point() and x.dim() == 4:
         pixels = x.shape[-2] * x.shape[-1] if out_pixels is None else out_pixels
         if x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK and fused.available():

@@ -1,0 +1,375 @@
+"""Fused GPU ACDA in Triton: the per-pixel atoms' window responses go straight into the shared 1x1 (A).
+
+Design (the CPU ``fused`` kernel's, on GPU tiles). As there, the atoms come first: D = alpha . bases
+(m*k*k values per output pixel) with one small einsum per call, or alpha itself (a view) when
+there are no bases; and x is zero-padded once, so every tap of every output pixel is in bounds
+and the inner loop has no bounds arithmetic. One program owns BLOCK_P output pixels of one image
+and BLOCK_O output channels. For each atom a and block of BLOCK_C input channels it accumulates the
+response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in registers (one
+atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
+``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
+unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
+``channels_last`` output). With more output channels than one block (64), z is recomputed once per
+output block.
+
+Backward recomputes instead of storing: only x, alpha and A are saved, as for ``fused`` (storing z
+would cost C*m values per pixel, m times the input). One program per (pixel tile, input-channel
+block, image) computes, per atom, gz = gy . A[:, c, a] (``tl.dot`` over output blocks), then one
+pass over the taps recomputes z and adds grad_D[p, a, t] += sum_c gz x_t and
+grad_xpad[window_t(p), c] += D[p, a, t] gz, and finally grad_A[:, c, a] += gy^T z (``tl.dot``).
+All three are ``tl.atomic_add`` into float32 buffers (over channel blocks, overlapping windows and
+pixel tiles), so on a GPU the sums' order, and their last bits, vary from run to run; "auto" does
+not pick this kernel under ``torch.use_deterministic_algorithms``. Then grad_alpha = grad_D .
+bases^T (einsum) and grad_x is cropped from the padded buffer. The bases are fixed: no gradient.
+Transient memory: D in forward; D, grad_D, padded x and a float32 padded grad_x in backward.
+
+Precision: every product is accumulated in float32 (float64 for float64 inputs); fp16/bf16 inputs
+are loaded, upcast in registers, and the result is written in the input's (or autocast's) dtype.
+The ``tl.dot`` operands are float32 tiles; they use TF32 tensor cores only where torch allows it
+for float32 matmuls (``torch.set_float32_matmul_precision("high")``) or the inputs are fp16/bf16
+(TF32 keeps 10 mantissa bits, at least as many as those inputs have), and exact IEEE float32
+otherwise. Tested under Triton's interpreter against ``acda_reference`` (tests/test_triton_kernel.py):
+float32 to 1e-4 (forward) and 1e-3 (gradients), float64 to 1e-10, bf16 inputs to 2e-2 (output)
+and 5e-2 (gradients) of the largest value.
+
+Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
+(``TRITON_INTERPRET=1`` set before ``triton`` is first imported: Triton's own library functions
+are compiled or interpreted from that moment, for the whole process), which is how it is tested
+without a GPU. The block sizes below are untuned: no GPU has run this kernel yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the package still imports without Triton; available() says False
+    triton = tl = None
+
+# Tile sizes: output pixels, input channels and output channels per program (tl.dot needs each >= 16;
+# smaller counts are padded and masked), and warps. Untuned: no GPU has run these kernels. Of the
+# few tried, the largest whose sm_80/sm_90 builds ptxas reports without register spills (at most 8
+# bytes of stack) in every dtype; tests/triton_compile_check.py prints the usage. With 4 warps, or
+# 64-pixel backward tiles, the backward spilled 0.4-2 KB per thread.
+FORWARD_BLOCKS = {"pixels": 64, "channels": 32, "outputs": 64, "warps": 8}
+BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 32, "warps": 8}
+
+
+def _jit(fn):
+    return fn if triton is None else triton.jit(fn)
+
+
+@_jit
+def _acda_forward_kernel(
+    x_ptr, d_ptr, coef_ptr, bias_ptr, y_ptr,
+    channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+    sx_b, sx_c, sx_h, sx_w,
+    sd_b, sd_m, sd_t, sd_p,
+    sc_o, sc_c, sc_m,
+    sy_b, sy_o, sy_h, sy_w,
+    KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    ACC: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, c, window_t(p)], one tile."""
+    batch = tl.program_id(2).to(tl.int64)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < pixels
+    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_ok = o < out_channels
+    # The top-left corner of each pixel's window in the padded input: every tap is in bounds.
+    corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
+    atoms_p = d_ptr + batch * sd_b + p * sd_p
+    acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=ACC)
+    for m in range(num_atoms):
+        for c0 in range(0, channels, BLOCK_C):
+            c = c0 + tl.arange(0, BLOCK_C)
+            c_ok = c < channels
+            window = corner[:, None] + c[None, :] * sx_c
+            tile_ok = p_ok[:, None] & c_ok[None, :]
+            atom = atoms_p + m * sd_m
+            z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)  # z[p, m, c], never leaves registers
+            for u in range(KSIZE):
+                row = window + u * dilation * sx_h
+                for v in range(KSIZE):
+                    d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
+                    x_t = tl.load(row + v * dilation * sx_w, mask=tile_ok, other=0.0).to(ACC)
+                    z += d[:, None] * x_t
+                    atom += sd_t
+            w = tl.load(coef_ptr + c[:, None] * sc_c + o[None, :] * sc_o + m * sc_m, mask=c_ok[:, None] & o_ok[None, :],
+                        other=0.0)
+            acc = tl.dot(z, w.to(ACC), acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
+    y = y_ptr + batch * sy_b + ((p // out_w) * sy_h + (p % out_w) * sy_w)[:, None] + o[None, :] * sy_o
+    tl.store(y, acc.to(y_ptr.dtype.element_ty), mask=p_ok[:, None] & o_ok[None, :])
+
+
+@_jit
+def _acda_backward_kernel(
+    gy_ptr, x_ptr, d_ptr, coef_ptr, gx_ptr, gd_ptr, gcoef_ptr,
+    channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+    sg_b, sg_o, sg_h, sg_w,
+    sx_b, sx_c, sx_h, sx_w,
+    sgx_b, sgx_c, sgx_h, sgx_w,
+    sd_b, sd_m, sd_t, sd_p,
+    sgd_b, sgd_m, sgd_t, sgd_p,
+    sc_o, sc_c, sc_m,
+    sgc_o, sgc_c, sgc_m,
+    KSIZE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    ACC: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One (pixel tile, channel block)'s share of grad_x, grad_D and grad_A, all added atomically; z recomputed."""
+    batch = tl.program_id(2).to(tl.int64)
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < pixels
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_ok = c < channels
+    tile_ok = p_ok[:, None] & c_ok[None, :]
+    oh = p // out_w
+    ow = p % out_w
+    window = (x_ptr + batch * sx_b + oh * stride * sx_h + ow * stride * sx_w)[:, None] + c[None, :] * sx_c
+    grad_window = (gx_ptr + batch * sgx_b + oh * stride * sgx_h + ow * stride * sgx_w)[:, None] + c[None, :] * sgx_c
+    gy_p = gy_ptr + batch * sg_b + oh * sg_h + ow * sg_w
+    atoms_p = d_ptr + batch * sd_b + p * sd_p
+    grad_atoms_p = gd_ptr + batch * sgd_b + p * sgd_p
+    o_block = tl.arange(0, BLOCK_O)
+    for m in range(num_atoms):
+        # gz[p, c] = sum_o gy[p, o] A[o, c, m]
+        gz = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+        for o0 in range(0, out_channels, BLOCK_O):
+            o = o0 + o_block
+            o_ok = o < out_channels
+            g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
+            w_t = tl.load(coef_ptr + o[:, None] * sc_o + c[None, :] * sc_c + m * sc_m,
+                          mask=o_ok[:, None] & c_ok[None, :], other=0.0)
+            gz = tl.dot(g.to(ACC), w_t.to(ACC), gz, input_precision=PRECISION)
+        atom = atoms_p + m * sd_m
+        grad_atom = grad_atoms_p + m * sgd_m
+        z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+        for u in range(KSIZE):
+            row = u * dilation * sx_h
+            grad_row = u * dilation * sgx_h
+            for v in range(KSIZE):
+                d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
+                x_t = tl.load(window + row + v * dilation * sx_w, mask=tile_ok, other=0.0).to(ACC)
+                z += d[:, None] * x_t
+                # grad_D[p, m, t] gets this channel block's sum_c gz x_t; grad_x gets D[p, m, t] gz
+                tl.atomic_add(grad_atom, tl.sum(gz * x_t, axis=1), mask=p_ok, sem="relaxed")
+                tl.atomic_add(grad_window + grad_row + v * dilation * sgx_w, d[:, None] * gz, mask=tile_ok,
+                              sem="relaxed")
+                atom += sd_t
+                grad_atom += sgd_t
+        # grad_A[o, c, m] += sum_p gy[p, o] z[p, c]
+        for o0 in range(0, out_channels, BLOCK_O):
+            o = o0 + o_block
+            o_ok = o < out_channels
+            g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
+            part = tl.dot(tl.trans(g.to(ACC)), z, input_precision=PRECISION)
+            tl.atomic_add(gcoef_ptr + o[:, None] * sgc_o + c[None, :] * sgc_c + m * sgc_m, part,
+                          mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
+
+
+def _interpreted() -> bool:
+    """Whether Triton runs kernels in its numpy interpreter (decided when triton was imported)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_acda_forward_kernel, InterpretedFunction)
+
+
+def available(device: torch.device | str | None = None) -> bool:
+    """Whether impl='triton' runs here: on CUDA with Triton compiling, or on CPU under its interpreter."""
+    if triton is None:
+        return False
+    device = torch.device("cuda" if device is None else device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and not _interpreted()
+    return device.type == "cpu" and _interpreted()
+
+
+def _require(device: torch.device) -> None:
+    if triton is None:
+        raise RuntimeError("impl='triton' needs the triton package; use impl='basis'")
+    if device.type != "cuda" and not _interpreted():
+        raise RuntimeError(
+            f"impl='triton' runs on CUDA tensors, got {device.type}; on CPU only under Triton's interpreter "
+            "(TRITON_INTERPRET=1 set before triton is imported). Use impl='basis' or 'fused' on CPU."
+        )
+
+
+def _block(count: int, cap: int) -> int:
+    return max(16, min(cap, triton.next_power_of_2(count)))
+
+
+def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict) -> dict:
+    """A kernel's compile-time arguments for these operands and tile sizes."""
+    if x.dtype == torch.float64:
+        accumulate, precision = tl.float64, "ieee"
+    else:
+        exact = x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
+        accumulate, precision = tl.float32, "ieee" if exact else "tf32"
+    out_channels, channels = coefficients.shape[:2]
+    return dict(
+        KSIZE=kernel_size,
+        BLOCK_P=blocks["pixels"],
+        BLOCK_C=_block(channels, blocks["channels"]),
+        BLOCK_O=_block(out_channels, blocks["outputs"]),
+        ACC=accumulate,
+        PRECISION=precision,
+        num_warps=blocks["warps"],
+    )
+
+
+def _accumulator_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _on_device(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _empty_output(x, coefficients, alpha) -> torch.Tensor:
+    layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    shape = (x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
+
+
+def _atoms(alpha, bases, kernel_size, dtype) -> torch.Tensor:
+    """D (B, m, k*k, Ho*Wo) = alpha . bases; alpha itself (a view) where there are no bases."""
+    batch, num_atoms, num_bases = alpha.shape[:3]
+    if bases is None:
+        return alpha.reshape(batch, num_atoms, num_bases, -1)
+    return torch.einsum("bmkp,kt->bmtp", alpha.flatten(3).to(dtype), bases.reshape(num_bases, -1).to(dtype))
+
+
+def _geometry(x, alpha) -> tuple:
+    """channels, num_atoms, out_w, out_pixels."""
+    out_w = alpha.shape[4]
+    return x.shape[1], alpha.shape[1], out_w, alpha.shape[3] * out_w
+
+
+@torch.library.custom_op("acda_lightning::triton_acda", mutates_args=(), device_types=("cuda", "cpu"))
+def triton_acda(
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    bases: torch.Tensor | None,
+    coefficients: torch.Tensor,
+    bias: torch.Tensor | None,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> torch.Tensor:
+    """y[b,o,i,j] = bias[o] + sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)].
+
+    x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k, k), fixed (no gradient), or None (alpha
+    holds the k*k atom entries), A (O, C, m), bias (O,) or None. y has x's dtype.
+    """
+    _require(x.device)
+    channels, num_atoms, out_w, pixels = _geometry(x, alpha)
+    out_channels = coefficients.shape[0]
+    atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
+    xpad = F.pad(x, (padding,) * 4)
+    y = _empty_output(x, coefficients, alpha)
+    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS)
+    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]), x.shape[0])
+    with _on_device(x.device):
+        _acda_forward_kernel[grid](
+            xpad, atoms, coefficients, y if bias is None else bias, y,
+            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+            *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
+            HAS_BIAS=bias is not None,
+            **settings,
+        )
+    return y
+
+
+@triton_acda.register_fake
+def _(x, alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation):
+    return _empty_output(x, coefficients, alpha)
+
+
+@torch.library.custom_op("acda_lightning::triton_acda_backward", mutates_args=(), device_types=("cuda", "cpu"))
+def triton_acda_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    alpha: torch.Tensor,
+    bases: torch.Tensor | None,
+    coefficients: torch.Tensor,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_alpha, grad_A) of ``triton_acda`` (the bias's gradient is grad summed, outside)."""
+    _require(x.device)
+    channels, num_atoms, out_w, pixels = _geometry(x, alpha)
+    out_channels = coefficients.shape[0]
+    accumulate = _accumulator_dtype(x)
+    atoms = _atoms(alpha, bases, kernel_size, accumulate)
+    xpad = F.pad(x, (padding,) * 4)
+    # Atomically accumulated: over overlapping windows (x), channel blocks (D) and pixel tiles (A).
+    grad_xpad = torch.zeros_like(xpad, dtype=accumulate)
+    grad_atoms = torch.zeros(atoms.shape, dtype=accumulate, device=x.device)
+    grad_coefficients = torch.zeros_like(coefficients, dtype=accumulate)
+    settings = _settings(x, coefficients, kernel_size, BACKWARD_BLOCKS)
+    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(channels, settings["BLOCK_C"]), x.shape[0])
+    with _on_device(x.device):
+        _acda_backward_kernel[grid](
+            grad, xpad, atoms, coefficients, grad_xpad, grad_atoms, grad_coefficients,
+            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+            *grad.stride(), *xpad.stride(), *grad_xpad.stride(),
+            *atoms.stride(), *grad_atoms.stride(), *coefficients.stride(), *grad_coefficients.stride(),
+            **settings,
+        )
+    height, width = x.shape[2:]
+    grad_x = torch.empty_like(x).copy_(grad_xpad[..., padding : padding + height, padding : padding + width])
+    if bases is not None:  # grad_alpha = grad_D . bases^T
+        grad_atoms = torch.einsum("bmtp,kt->bmkp", grad_atoms, bases.reshape(bases.shape[0], -1).to(accumulate))
+    grad_alpha = torch.empty_like(alpha).copy_(grad_atoms.reshape(alpha.shape))
+    return grad_x, grad_alpha, grad_coefficients.to(coefficients.dtype)
+
+
+@triton_acda_backward.register_fake
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
+    return torch.empty_like(x), torch.empty_like(alpha), torch.empty_like(coefficients)
+
+
+def _setup_context(ctx, inputs, output):
+    x, alpha, bases, coefficients, bias, *geometry = inputs
+    ctx.save_for_backward(x, alpha, bases, coefficients)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.geometry = geometry
+
+
+def _backward(ctx, grad):
+    x, alpha, bases, coefficients = ctx.saved_tensors
+    grad_x, grad_alpha, grad_coefficients = triton_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
+    grad_bias = None
+    if ctx.bias_dtype is not None:
+        grad_bias = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(ctx.bias_dtype)
+    return grad_x, grad_alpha, None, grad_coefficients, grad_bias, None, None, None, None
+
+
+triton_acda.register_autograd(_backward, setup_context=_setup_context)
+
+
+def acda_triton(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+    """The ``impl`` entry point: computed in float32 registers, returned in x's (or autocast's) dtype."""
+    if torch.is_autocast_enabled(x.device.type):
+        result_dtype = torch.get_autocast_dtype(x.device.type)
+    else:
+        result_dtype = torch.result_type(x, alpha)
+    autocast_off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else None
+    with autocast_off or contextlib.nullcontext():
+        return triton_acda(x.to(result_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation)

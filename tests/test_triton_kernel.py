@@ -1,0 +1,333 @@
+"""The Triton kernel (impl="triton") against the naive per-pixel reference: forward, gradients, dtypes, op checks.
+
+Without a GPU the kernels run on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, which
+tests/conftest.py sets before triton is first imported, and only where there is no CUDA device).
+The interpreter executes every tile op through numpy, so the shapes here are tiny (B=2, 7x6
+images): the default run costs about half a minute on two cores. The same comparisons run compiled
+on CUDA in TestOnGPU (`make test-gpu`), in fp32, fp16 and bf16.
+
+Tolerances: fp32 as tests/test_kernels.py (1e-4 forward, 1e-3 gradients), fp64 1e-10 and 1e-9.
+bf16/fp16 inputs: the op alone (the generator's own rounding is not the kernel's) against the
+reference in fp32 on the same rounded operands, relative to the largest value: 2e-2 (bf16, 8
+mantissa bits) and 5e-3 (fp16) for the output, 5e-2 and 1e-2 for the gradients of x, alpha, A, bias.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from acda_lightning.nn import ACDAConv2d, acda_reference
+from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls, resolve_impl, triton_acda
+
+CUDA = torch.cuda.is_available()
+
+
+def randomised(layer):
+    """Random generator weights: the default zero last layer gives constant atoms."""
+    for module in layer.atom_generator:
+        if isinstance(module, nn.Conv2d):
+            nn.init.normal_(module.weight, std=0.2)
+    return layer
+
+
+def make_layer(channels, out_channels, kernel_size, stride=1, dilation=1, bias=True, bases="fourier_bessel",
+               num_atoms=3, device="cpu", dtype=torch.float32):
+    layer = ACDAConv2d(channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases,
+                       num_atoms=num_atoms, impl="triton")
+    return randomised(layer).to(device, dtype)
+
+
+def reference_and_grads(layer, x, cotangent):
+    atoms = layer.dynamic_atoms(x)
+    output = acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
+    return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
+
+
+def output_and_grads(layer, x, cotangent):
+    output = layer(x)
+    return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
+
+
+def check_equals_reference(layer, x, rtol, atol):
+    """Forward and every gradient (x, the generator's parameters through alpha, A, bias) against the reference."""
+    cotangent = torch.randn(x.shape[0], layer.out_channels, *layer.output_size(*x.shape[-2:]), device=x.device,
+                            dtype=x.dtype)
+    expected, expected_grads = reference_and_grads(layer, x, cotangent)
+    output, grads = output_and_grads(layer, x, cotangent)
+    torch.testing.assert_close(output, expected, rtol=rtol, atol=atol)
+    names = ["x", *(name for name, _ in layer.named_parameters())]
+    for name, got, want in zip(names, grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=10 * rtol, atol=10 * atol, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def relative_error(got, want):
+    return ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
+
+
+def operands(kernel_size, stride, dilation, use_bases, device="cpu", channels=10, out_channels=6, num_atoms=3):
+    """x, alpha, bases, A, bias and the geometry of one call of the op, random, on a 7x6 image."""
+    bases = ACDAConv2d(1, 1, kernel_size).bases.to(device) if use_bases else None
+    num_bases = kernel_size**2 if bases is None else bases.shape[0]
+    padding = dilation * (kernel_size - 1) // 2
+    out_h, out_w = ((n + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1 for n in (7, 6))
+    x = torch.randn(2, channels, 7, 6, device=device)
+    alpha = torch.randn(2, num_atoms, num_bases, out_h, out_w, device=device)
+    coefficients = torch.randn(out_channels, channels, num_atoms, device=device) / (channels * num_atoms) ** 0.5
+    bias = torch.randn(out_channels, device=device)
+    return (x, alpha, bases, coefficients, bias), (stride, padding, dilation, kernel_size)
+
+
+def reference_op(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+    """The op's signature over ``acda_reference``."""
+    batch, num_atoms = alpha.shape[:2]
+    if bases is None:
+        atoms = alpha.reshape(batch, num_atoms, kernel_size, kernel_size, *alpha.shape[-2:])
+    else:
+        atoms = torch.einsum("bmkhw,kuv->bmuvhw", alpha, bases)
+    return acda_reference(x, atoms, coefficients, bias, stride, padding, dilation)
+
+
+def check_low_precision(dtype, output_tolerance, grad_tolerance, kernel_size=3, stride=1, dilation=1,
+                        use_bases=True, device="cpu"):
+    """The op on ``dtype`` inputs against the reference in fp32 on the same (rounded) values: output
+    and the gradients of x, alpha, A and bias, each relative to its largest value."""
+    tensors, geometry = operands(kernel_size, stride, dilation, use_bases, device)
+    x, alpha, bases, coefficients, bias = (None if t is None else t.to(dtype) for t in tensors)
+    low = [t.detach().requires_grad_() for t in (x, alpha, coefficients, bias)]
+    high = [t.detach().float().requires_grad_() for t in (x, alpha, coefficients, bias)]
+    output = triton_acda.acda_triton(low[0], low[1], bases, low[2], low[3], *geometry)
+    expected = reference_op(high[0], high[1], None if bases is None else bases.float(), high[2], high[3], *geometry)
+    assert output.dtype == dtype
+    assert relative_error(output, expected) < output_tolerance
+    cotangent = torch.randn_like(expected)
+    grads = torch.autograd.grad((output.float() * cotangent).sum(), low)
+    expected_grads = torch.autograd.grad((expected * cotangent).sum(), high)
+    for name, got, want in zip(["x", "alpha", "A", "bias"], grads, expected_grads):
+        assert got.dtype == dtype
+        assert relative_error(got, want) < grad_tolerance, name
+
+
+# Each kernel size, stride, dilation, bias and bases setting at least once; channel counts that fill no
+# block (5, 20 and 11 -> 32-channel blocks), 5 output channels (a 16-wide block), 3 atoms, 42 pixels.
+MATRIX = [
+    (3, 1, 1, True, "fourier_bessel", 20),
+    (3, 2, 2, False, None, 5),
+    (5, 1, 2, False, None, 11),
+    (7, 2, 1, True, "fourier_bessel", 5),
+]
+# More of the same, in the slow run: the interpreter takes a few seconds per k=5/7 case.
+SLOW_MATRIX = [
+    (5, 2, 1, True, "fourier_bessel", 20),
+    (7, 1, 1, True, "fourier_bessel", 11),
+    (7, 2, 2, False, None, 11),
+    (5, 1, 2, True, None, 40),
+]
+
+interpreted = pytest.mark.skipif(
+    not triton_acda.available("cpu"),
+    reason="Triton's interpreter is off (tests/conftest.py turns it on where there is no CUDA device)",
+)
+
+
+@interpreted
+class TestInterpreted:
+    @pytest.mark.parametrize("kernel_size, stride, dilation, bias, bases, channels", MATRIX)
+    def test_equals_reference_fp32(self, kernel_size, stride, dilation, bias, bases, channels):
+        torch.manual_seed(kernel_size * 7 + stride * 3 + dilation)
+        layer = make_layer(channels, 5, kernel_size, stride, dilation, bias, bases, num_atoms=3)
+        x = torch.randn(2, channels, 7, 6, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+
+    @pytest.mark.slow
+    @pytest.mark.parametrize("kernel_size, stride, dilation, bias, bases, channels", SLOW_MATRIX)
+    def test_equals_reference_fp32_more(self, kernel_size, stride, dilation, bias, bases, channels):
+        layer = make_layer(channels, 7, kernel_size, stride, dilation, bias, bases, num_atoms=7)
+        x = torch.randn(2, channels, 8, 7, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+
+    @pytest.mark.parametrize("kernel_size, stride, dilation", [
+        (3, 1, 2),
+        pytest.param(5, 1, 1, marks=pytest.mark.slow),
+    ])
+    def test_several_blocks_of_pixels_channels_and_outputs(self, monkeypatch, kernel_size, stride, dilation):
+        """16-wide blocks: 42 pixels in 3 tiles, 20 channels and 18 outputs in 2 blocks each, every one with a tail."""
+        for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
+            for key in ("pixels", "channels", "outputs"):
+                monkeypatch.setitem(blocks, key, 16)
+        layer = make_layer(20, 18, kernel_size, stride, dilation, num_atoms=2)
+        x = torch.randn(1, 20, 7, 6, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+
+    def test_equals_reference_fp64(self):
+        """Accumulated in float64 for float64 inputs: equal to the reference to 1e-10, as every other impl."""
+        layer = make_layer(6, 4, 3, stride=2, num_atoms=3, dtype=torch.float64)
+        x = torch.randn(2, 6, 7, 6, dtype=torch.float64, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-10, atol=1e-10)
+
+    @pytest.mark.parametrize("stride, dilation, use_bases", [(1, 2, True), (2, 1, False)])
+    def test_bf16_inputs_within_bf16_rounding(self, stride, dilation, use_bases):
+        check_low_precision(torch.bfloat16, 2e-2, 5e-2, 3, stride, dilation, use_bases)
+
+    def test_bf16_autocast_returns_bf16(self):
+        layer = make_layer(8, 6, 3).eval()
+        x = torch.randn(2, 8, 7, 6)
+        with torch.no_grad():
+            expected = layer(x)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                output = layer(x)
+        assert output.dtype == torch.bfloat16
+        assert relative_error(output, expected) < 5e-2
+
+    def test_channels_last_in_channels_last_out(self):
+        """Read and written through strides; .sum() also hands backward a stride-0 (expanded) gradient."""
+        layer = make_layer(6, 5, 3, num_atoms=2).eval()
+        x = torch.randn(2, 6, 7, 6, requires_grad=True)
+        expected = layer(x)
+        (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+        x_cl = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+        output = layer(x_cl)
+        assert output.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+        (grad,) = torch.autograd.grad(output.sum(), x_cl)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-5)
+
+    @pytest.mark.parametrize("use_bases", [True, False])
+    def test_opcheck(self, use_bases):
+        """torch.library.opcheck: schema, fake (meta) impl, autograd registration, AOT dispatch."""
+        bases = ACDAConv2d(1, 1, 3).bases if use_bases else None
+        num_bases = 9 if bases is None else bases.shape[0]
+        x = torch.randn(1, 3, 5, 6, requires_grad=True)
+        alpha = torch.randn(1, 2, num_bases, 3, 3, requires_grad=True)
+        coefficients = torch.randn(4, 3, 2, requires_grad=True)
+        bias = torch.randn(4, requires_grad=True)
+        torch.library.opcheck(triton_acda.triton_acda, (x, alpha, bases, coefficients, bias, 3, 2, 1, 1))
+
+    @pytest.mark.slow
+    def test_torch_compile_matches_eager(self):
+        """The custom op is opaque to torch.compile; the generator around it is compiled (about a minute)."""
+        layer = make_layer(4, 6, 3, num_atoms=2)
+        x = torch.randn(2, 4, 7, 6, requires_grad=True)
+        expected, expected_grads = output_and_grads(layer, x, torch.ones(2, 6, 7, 6))
+        output, grads = output_and_grads(torch.compile(layer), x, torch.ones(2, 6, 7, 6))
+        torch.testing.assert_close(output, expected, rtol=1e-4, atol=1e-5)
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    def test_torch_export_sees_one_op(self):
+        layer = make_layer(4, 4, 3, num_atoms=2).eval()
+        x = torch.randn(1, 4, 7, 6)
+        program = torch.export.export(layer, (x,))
+        targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
+        assert targets.count("acda_lightning.triton_acda.default") == 1, targets
+        torch.testing.assert_close(program.module()(x), layer(x))
+
+
+def test_cpu_without_the_interpreter_is_refused(monkeypatch):
+    monkeypatch.setattr(triton_acda, "_interpreted", lambda: False)
+    assert not triton_acda.available("cpu")
+    layer = ACDAConv2d(3, 4, 3, impl="triton")
+    with pytest.raises(RuntimeError, match="runs on CUDA tensors"):
+        layer(torch.randn(1, 3, 6, 6))
+
+
+def test_auto_picks_triton_on_cuda_only(monkeypatch):
+    """The policy, without a GPU: a stand-in for a CUDA tensor (resolve_impl reads device, dtype, dim)."""
+
+    class CudaTensor:
+        device = torch.device("cuda")
+        shape = (2, 64, 32, 32)
+
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+        def dim(self):
+            return 4
+
+    monkeypatch.setattr(triton_acda, "available", lambda device=None: True)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert resolve_impl("auto", CudaTensor(dtype), 3) == "triton"
+    assert resolve_impl("auto", CudaTensor(torch.float64), 3) == "basis"
+    assert resolve_impl("basis", CudaTensor(torch.float32), 3) == "basis"
+    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+    assert resolve_impl("auto", CudaTensor(torch.float32), 3) == "basis"  # its backward adds atomically
+    monkeypatch.undo()
+    monkeypatch.setattr(triton_acda, "available", lambda device=None: False)  # no Triton, or its interpreter on
+    assert resolve_impl("auto", CudaTensor(torch.float32), 3) == "basis"
+    assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) != "triton"
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_cuda_targets_without_spills():
+    """Without a GPU: Triton lowers both kernels for sm_80 and sm_90 in every dtype (in a fresh process,
+    where the interpreter is off), and ptxas keeps them in registers."""
+    script = Path(__file__).with_name("triton_compile_check.py")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(script.parent.parent)}
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("sm_")]
+    assert len(rows) == 2 * 5 * 2, result.stdout
+    for row in rows:
+        stacks = [int(field.split("=")[1]) for field in row.split() if field.startswith("stack=")]
+        assert len(stacks) == 2 and max(stacks) <= 16, row
+
+
+def test_impls_offered_per_device():
+    assert "triton" in IMPLEMENTATIONS
+    assert "triton" not in device_impls("cpu") and "fused" in device_impls("cpu")
+    assert "triton" in device_impls("cuda") and "fused" not in device_impls("cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (CUDA and triton_acda.available("cuda")), reason="needs a CUDA device, Triton compiling")
+class TestOnGPU:
+    """The same comparisons, compiled on CUDA (fp32 matmuls at torch's default "highest": exact fp32 dots)."""
+
+    @pytest.mark.parametrize("kernel_size, stride, dilation, bias, bases, channels", MATRIX + SLOW_MATRIX)
+    def test_equals_reference_fp32(self, kernel_size, stride, dilation, bias, bases, channels):
+        layer = make_layer(channels, 5, kernel_size, stride, dilation, bias, bases, num_atoms=7, device="cuda")
+        x = torch.randn(2, channels, 7, 6, device="cuda", requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+
+    @pytest.mark.parametrize("kernel_size, stride, dilation", [(3, 1, 1), (7, 2, 1), (5, 1, 2)])
+    def test_equals_basis_at_realistic_sizes(self, monkeypatch, kernel_size, stride, dilation):
+        """Many pixel tiles and channel/output blocks: against impl="basis" (cuDNN, TF32 off) on a 33x30 image."""
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        layer = make_layer(70, 90, kernel_size, stride, dilation, num_atoms=6, device="cuda")
+        x = torch.randn(3, 70, 33, 30, device="cuda", requires_grad=True)
+        cotangent = torch.randn(3, 90, *layer.output_size(33, 30), device="cuda")
+        output, grads = output_and_grads(layer, x, cotangent)
+        layer.impl = "basis"
+        expected, expected_grads = output_and_grads(layer, x, cotangent)
+        assert relative_error(output, expected) < 1e-4
+        for got, want in zip(grads, expected_grads):
+            assert relative_error(got, want) < 1e-3
+
+    @pytest.mark.parametrize("dtype, output_tolerance, grad_tolerance",
+                             [(torch.float16, 5e-3, 1e-2), (torch.bfloat16, 2e-2, 5e-2)])
+    @pytest.mark.parametrize("kernel_size, stride, dilation, use_bases", [(5, 1, 1, True), (3, 2, 2, False)])
+    def test_half_precision_inputs(self, dtype, output_tolerance, grad_tolerance, kernel_size, stride, dilation,
+                                   use_bases):
+        check_low_precision(dtype, output_tolerance, grad_tolerance, kernel_size, stride, dilation, use_bases, "cuda")
+
+    def test_autocast_and_channels_last(self):
+        layer = make_layer(16, 8, 3, device="cuda").eval()
+        x = torch.randn(2, 16, 12, 12, device="cuda")
+        with torch.no_grad():
+            expected = layer(x)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                output = layer(x.to(memory_format=torch.channels_last))
+        assert output.dtype == torch.bfloat16 and output.is_contiguous(memory_format=torch.channels_last)
+        assert relative_error(output, expected) < 5e-2
+
+    def test_opcheck_and_auto(self):
+        bases = ACDAConv2d(1, 1, 5).bases.cuda()
+        x = torch.randn(2, 3, 9, 8, device="cuda", requires_grad=True)
+        alpha = torch.randn(2, 2, bases.shape[0], 5, 4, device="cuda", requires_grad=True)
+        coefficients = torch.randn(4, 3, 2, device="cuda", requires_grad=True)
+        torch.library.opcheck(triton_acda.triton_acda, (x, alpha, bases, coefficients, None, 5, 2, 2, 1))
+        assert resolve_impl("auto", x, 5) == "triton"
