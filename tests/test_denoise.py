@@ -198,7 +198,7 @@ def test_synthetic_noise_is_signal_dependent_and_spatially_varying():
 def test_synth_writes_a_readable_sidd_with_realistic_noise_levels(tmp_path):
     main(["data", "synth", "sidd", "--out", str(tmp_path)])
     train, test = SIDD(tmp_path / "SIDD", "train"), SIDD(tmp_path / "SIDD", "test")
-    assert len(train) == 3 and len(test) == 4
+    assert len(train) == 8 and len(test) == 4
     for sample in (train[0], test[3]):
         noisy_psnr = -10 * torch.log10(((sample["noisy"] - sample["clean"]) ** 2).mean())
         assert 18 < noisy_psnr < 30

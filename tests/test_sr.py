@@ -123,7 +123,7 @@ def synthetic_data(tmp_path_factory):
 def test_synthetic_set_is_in_the_official_layout(synthetic_data):
     for version, lr_size in (("v3", 18), ("v1", 72)):
         test = RealSR(synthetic_data / f"RealSR_{version}", scale=4, split="test", version=version)
-        assert len(test) == 2 and test[0]["lr"].shape[-1] == lr_size and test[0]["hr"].shape[-1] == 72
+        assert len(test) == 4 and test[0]["lr"].shape[-1] == lr_size and test[0]["hr"].shape[-1] == 72
         assert len(RealSR(synthetic_data / f"RealSR_{version}", scale=3, split="train", version=version)) == 10
 
 

@@ -348,8 +348,13 @@ class SIDDDataModule(L.LightningDataModule):
         return self._loader(self.predict_set, 1)  # a folder's images may differ in size
 
 
-SYNTH_TRAIN_IMAGES = ("astronaut", "coffee", "immunohistochemistry")
-SYNTH_VAL_IMAGES = ("chelsea", "colorwheel")  # held out: validation never sees a training scene
+SYNTH_TRAIN_IMAGES = ("astronaut", "coffee", "immunohistochemistry", "hubble_deep_field")
+# Held out: validation never sees a training scene. Photographs, like the training scenes (a synthetic
+# picture such as the colour wheel would measure something the training set does not teach).
+SYNTH_VAL_IMAGES = ("chelsea", "rocket")
+# Two captures per scene, as SIDD-Medium's _010 and _011: the same clean image under independent noise,
+# so a small set does not let the net memorise one noise draw per picture.
+SYNTH_CAPTURES = ("010", "011")
 
 
 def realistic_noise(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -392,7 +397,7 @@ def _save_mat_v5(path: Path, key: str, blocks: np.ndarray) -> Path:
 
 @register_synth("sidd", "denoise")
 def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), blocks: int = 2, block: int = 64) -> list[Path]:
-    """OUT/SIDD: 3 training scenes of one 128x128 pair each and 2 held-out validation images x 2 blocks of 64x64.
+    """OUT/SIDD: 4 training scenes of two 128x128 captures each and 2 held-out validation images x 2 blocks of 64x64.
 
     Same layout and file formats as SIDD-Medium + the validation .mat files (MATLAB v5), with
     ``realistic_noise`` on pictures that scikit-image ships.
@@ -403,8 +408,9 @@ def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), b
     for index, picture in enumerate(SYNTH_TRAIN_IMAGES, start=1):
         clean = _skimage_picture(picture, train_size)
         scene = root / "Data" / f"{index:04d}_001_SYN_{picture}"
-        written.append(_save_png(scene / f"{index:04d}_GT_SRGB_010.PNG", clean))
-        written.append(_save_png(scene / f"{index:04d}_NOISY_SRGB_010.PNG", realistic_noise(clean, rng)))
+        for capture in SYNTH_CAPTURES:
+            written.append(_save_png(scene / f"{index:04d}_GT_SRGB_{capture}.PNG", clean))
+            written.append(_save_png(scene / f"{index:04d}_NOISY_SRGB_{capture}.PNG", realistic_noise(clean, rng)))
     noisy_blocks = np.empty((len(SYNTH_VAL_IMAGES), blocks, block, block, 3), np.uint8)
     clean_blocks = np.empty_like(noisy_blocks)
     for image, picture in enumerate(SYNTH_VAL_IMAGES):
