@@ -238,6 +238,9 @@ def test_bad_input_names_the_file(sidd_root, damage, message):
 
 
 SMALL_NET = "{conv: acda, width: 32, hidden: 16, blocks: 2, head_channels: 16}"
+# The CPU recipe of `make train-denoise` (README): the miniature at full resolution (down 1). With the
+# pixel-unshuffle trunk (down 2) the same 300 steps gained 0.7 dB instead of 5.5 dB.
+CPU_RECIPE_NET = "{conv: acda, width: 32, hidden: 16, blocks: 2, head_channels: 16, down: 1}"
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +298,8 @@ def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp
 def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path, budget_config):
     """`make train-denoise` on the synthetic set in miniature: a small ACDA net, MSE, a few hundred steps on CPU."""
     record = _fit(
-        "acda_mse", synthetic_sidd, tmp_path, "--model.net_kwargs", SMALL_NET, "--data.patch_size", "48",
-        "--data.patches_per_image", "40", "--data.batch_size", "8", "-c", budget_config(max_epochs=20),
+        "acda_mse", synthetic_sidd, tmp_path, "--model.net_kwargs", CPU_RECIPE_NET, "--data.patch_size", "48",
+        "--data.patches_per_image", "15", "--data.batch_size", "8", "-c", budget_config(max_epochs=20),
         "--model.lr", "1e-3", "--model.lr_decay_epochs", "15",
     )
     assert record["metrics"]["test/psnr"] > record["metrics"]["test/noisy_psnr"] + 2
