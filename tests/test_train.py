@@ -77,12 +77,16 @@ def test_report_lists_missing_runs_and_invents_nothing(tmp_path):
     lines = build_reports(tmp_path)
     (toy,) = [line for line in lines if line.startswith("toy:")]
     assert all("run `" in line for line in lines), "every study says which command makes its runs"
+    assert all(": missing runs [" in line for line in lines), "every study names the runs it lacks"
     assert "missing runs" in toy and "shortened" not in toy
     assert not (tmp_path / "toy").exists()
     assert "missing runs" in (tmp_path / "README.md").read_text()
     (tmp_path / "toy_acda/runs/20260101-000000-abcd").mkdir(parents=True)
     (tmp_path / "toy_acda/runs/20260101-000000-abcd/metrics.json").write_text("{}")
     assert "only shortened runs exist for ['toy_acda']" in build_reports(tmp_path, only="toy")[0]
+    (tmp_path / "sidd_acda_mse/runs/20260101-000000-abcd").mkdir(parents=True)
+    (tmp_path / "sidd_acda_mse/runs/20260101-000000-abcd/metrics.json").write_text("{}")
+    assert "only shortened runs exist for ['sidd_acda_mse']" in build_reports(tmp_path, only="denoise")[0]
 
 
 def _lightest(configs: list[Path]) -> Path:
