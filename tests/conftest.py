@@ -1,3 +1,4 @@
+import json
 import os
 
 import torch
@@ -46,3 +47,37 @@ def budget_config(tmp_path):
         return str(path)
 
     return write
+
+
+@pytest.fixture
+def acda_fit(tmp_path, budget_config):
+    """Runs `acda fit` through the real CLI with its outputs under tmp_path (reports/, runs/) and no
+    progress bar: ``acda_fit(config, *overrides, budget=None)`` -> the record (metrics.json) it wrote.
+
+    ``budget`` (trainer settings, e.g. ``{"max_epochs": 1}``) goes in as a second ``-c`` through
+    ``budget_config``, so the run is complete for its config (checked). A complete run's record is read from
+    reports/<name>/metrics.json (where studies read it); a shortened one's from its own
+    reports/<name>/runs/<run_id>/."""
+    from acda_lightning.cli import main
+
+    reports = tmp_path / "reports"
+
+    def records() -> dict:
+        return {path: path.stat().st_mtime_ns for path in reports.glob("*/runs/*/metrics.json")}
+
+    def fit(config, *overrides: str, budget: dict | None = None) -> dict:
+        before = records()
+        budget_args = ["-c", budget_config(**budget)] if budget else []
+        main(
+            ["fit", "-c", str(config), *budget_args, "--report.root", str(reports),
+             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false", *overrides]
+        )  # fmt: skip
+        written = [path for path, stamp in records().items() if before.get(path) != stamp]
+        assert len(written) == 1, f"`acda fit -c {config}` wrote {len(written)} run records under {reports}"
+        record = json.loads(written[0].read_text())
+        assert record["complete"] or not budget, f"{config} with the budget {budget} is shortened: {record['shortened']}"
+        if record["complete"]:
+            record = json.loads((reports / record["run"] / "metrics.json").read_text())
+        return record
+
+    return fit

@@ -10,7 +10,6 @@ from acda_lightning.cli import main
 from acda_lightning.data import ClassificationDataModule
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.classification import ImageClassification, learning_rate_scale
-from test_train import _fit as fit_through_cli
 
 CONFIGS = Path("tasks/classification").resolve()
 
@@ -32,23 +31,20 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def _fit(workdir, config, tmp_path, *overrides):
-    """test_train's fit through the CLI, on the synthetic data, without worker processes; returns the run record."""
+def _on_synthetic_data(workdir, config: str) -> list[str]:
+    """`acda fit` overrides that run ``config`` on the synthetic data, without worker processes or model summary."""
     dataset = "ImageNet" if config.startswith("imagenet") else "CIFAR"
-    fit_through_cli(
-        CONFIGS / f"{config}.yaml",
-        tmp_path,
-        *("--data.root", str(workdir / "data" / dataset), "--data.num_workers", "0"),
-        *("--trainer.enable_model_summary", "false", *overrides),
-    )
-    return json.loads((tmp_path / "reports" / config / "metrics.json").read_text())
+    return ["--data.root", str(workdir / "data" / dataset), "--data.num_workers", "0", "--trainer.enable_model_summary", "false"]
 
 
 @pytest.mark.parametrize("config", ["cifar10_lenet", "cifar10_lenet_acda"])
-def test_lenet_learns_a_fixed_image_set(config, workdir, tmp_path, single_thread, budget_config):
+def test_lenet_learns_a_fixed_image_set(config, workdir, single_thread, acda_fit):
     """The honest learning check: 100 synthetic CIFAR-10 images (class = colour + shape), 8 epochs of 10 steps;
     the loss falls by half and the 20 held-out test images are classified far above chance (10 %)."""
-    record = _fit(workdir, config, tmp_path, "-c", budget_config(max_epochs=8), "--data.batch_size", "10", "--model.lr", "0.03")
+    record = acda_fit(
+        CONFIGS / f"{config}.yaml", *_on_synthetic_data(workdir, config), "--data.batch_size", "10", "--model.lr", "0.03",
+        budget={"max_epochs": 8},
+    )
     losses = [row["train/loss"] for row in record["history"]]
     assert losses[-1] < 0.5 * losses[0], losses
     assert record["metrics"]["test/acc1"] >= 0.4, record["metrics"]
@@ -68,9 +64,10 @@ def test_missing_cifar_batch_file_is_named(workdir, tmp_path):
         datamodule.setup("fit")
 
 
-def test_num_classes_that_do_not_match_the_data_fail_before_training(workdir, tmp_path):
+def test_num_classes_that_do_not_match_the_data_fail_before_training(workdir, tmp_path, acda_fit):
     with pytest.raises(ValueError, match=r"predicts 10 classes but .* holds 100.*num_classes: 100"):
-        _fit(workdir, "cifar100_lenet", tmp_path, "--model.net_kwargs", "{num_classes: 10, conv: conv}")
+        acda_fit(CONFIGS / "cifar100_lenet.yaml", *_on_synthetic_data(workdir, "cifar100_lenet"),
+                 "--model.net_kwargs", "{num_classes: 10, conv: conv}")
     assert not list(tmp_path.rglob("*.ckpt"))
 
 

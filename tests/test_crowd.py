@@ -245,17 +245,14 @@ def test_pretrained_trunk_loads_and_a_mismatch_is_named(tmp_path):
 SMALL_RUN = [
     "--data.crop_size", "64", "--data.batch_size", "4", "--data.num_workers", "0",
     "--trainer.check_val_every_n_epoch", "1",
-    "--trainer.enable_progress_bar", "false",
 ]  # fmt: skip
 
 
-def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, budget_config):
+def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, acda_fit):
     synth_crowd(tmp_path / "data", seed=0)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the config reads data/ShanghaiTech; acda_fit writes reports/ and runs/ here
     config = Path(__file__).parents[1] / "tasks" / "crowd" / "sha_ad_resnet_s.yaml"
-    budget = budget_config(max_epochs=1, limit_train_batches=2, limit_val_batches=2)
-    main(["fit", "-c", str(config), "-c", budget, *SMALL_RUN])
-    record = json.loads(Path("reports/crowd_sha_ad_resnet_s/metrics.json").read_text())
+    record = acda_fit(config, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2})
     assert record["metrics"]["test/mae"] >= 0 and record["metrics"]["test/rmse"] >= record["metrics"]["test/mae"]
     assert Path("reports/crowd_sha_ad_resnet_s/figure.png").stat().st_size > 0
     (line,) = build_reports(Path("reports"), only="crowd")

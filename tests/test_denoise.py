@@ -1,7 +1,6 @@
 """Real-world denoising on SIDD (paper Sec. 4.3, Table 5): the reader on the official formats, the
 patch cache, the VDNet objective term by term, the task end to end, and bad input."""
 
-import json
 import math
 
 import h5py
@@ -250,23 +249,16 @@ def synthetic_sidd(tmp_path_factory):
     return out / "SIDD"
 
 
-def _fit(config, synthetic_sidd, tmp_path, *overrides):
-    main(
-        [
-            "fit", "-c", f"tasks/denoise/sidd_{config}.yaml",
-            "--data.root", str(synthetic_sidd), "--data.cache_dir", str(tmp_path / "cache"), "--data.num_workers", "0",
-            "--report.root", str(tmp_path / "reports"), "--trainer.default_root_dir", str(tmp_path / "runs"),
-            "--trainer.enable_progress_bar", "false", "--trainer.accelerator", "cpu",
-            *overrides,
-        ]
-    )
-    return json.loads((tmp_path / "reports" / f"sidd_{config}" / "metrics.json").read_text())
+def _on_synthetic_sidd(synthetic_sidd, tmp_path) -> list[str]:
+    """`acda fit` overrides for a SIDD config: the synthetic set, a tile cache under tmp_path, no workers, the CPU."""
+    return ["--data.root", str(synthetic_sidd), "--data.cache_dir", str(tmp_path / "cache"), "--data.num_workers", "0",
+            "--trainer.accelerator", "cpu"]  # fmt: skip
 
 
-def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp_path, budget_config):
-    record = _fit(
-        "acda_vdnet", synthetic_sidd, tmp_path, "--model.net_kwargs", SMALL_NET,
-        "--data.patch_size", "32", "--data.batch_size", "4", "-c", budget_config(max_steps=3),
+def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp_path, acda_fit):
+    record = acda_fit(
+        "tasks/denoise/sidd_acda_vdnet.yaml", *_on_synthetic_sidd(synthetic_sidd, tmp_path), "--model.net_kwargs", SMALL_NET,
+        "--data.patch_size", "32", "--data.batch_size", "4", budget={"max_steps": 3},
     )
     assert record["training"]["steps"] == 3
     terms = record["history"][-1]
@@ -295,11 +287,11 @@ def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp
 
 
 @pytest.mark.slow
-def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path, budget_config):
+def test_training_beats_the_noisy_input(synthetic_sidd, tmp_path, acda_fit):
     """`make train-denoise` on the synthetic set in miniature: a small ACDA net, MSE, a few hundred steps on CPU."""
-    record = _fit(
-        "acda_mse", synthetic_sidd, tmp_path, "--model.net_kwargs", CPU_RECIPE_NET, "--data.patch_size", "48",
-        "--data.patches_per_image", "15", "--data.batch_size", "8", "-c", budget_config(max_epochs=20),
-        "--model.lr", "1e-3", "--model.lr_decay_epochs", "15",
+    record = acda_fit(
+        "tasks/denoise/sidd_acda_mse.yaml", *_on_synthetic_sidd(synthetic_sidd, tmp_path), "--model.net_kwargs", CPU_RECIPE_NET,
+        "--data.patch_size", "48", "--data.patches_per_image", "15", "--data.batch_size", "8",
+        "--model.lr", "1e-3", "--model.lr_decay_epochs", "15", budget={"max_epochs": 20},
     )
     assert record["metrics"]["test/psnr"] > record["metrics"]["test/noisy_psnr"] + 2

@@ -138,23 +138,18 @@ def test_predictions_are_written_with_a_side_by_side(synthetic_data, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def _fit_tiny(config: Path, tmp_path: Path, *overrides: str) -> None:
-    """`acda fit` (fit -> test -> run report) on a config with one short epoch, no workers."""
-    outputs = {"report.root": tmp_path / "reports", "trainer.default_root_dir": tmp_path / "runs"}
-    short = {"data.init_args.train_repeat": 1, "data.init_args.num_workers": 0}
-    arguments = [item for key, value in {**outputs, **short}.items() for item in (f"--{key}", str(value))]
-    budget = tmp_path / "one_epoch.yaml"  # the run's own budget: a complete run of (config + budget)
-    budget.write_text("trainer:\n  max_epochs: 1\n")
-    main(["fit", "-c", str(config), "-c", str(budget), "--trainer.enable_progress_bar", "false", *arguments, *overrides])
+TINY = ["--data.init_args.train_repeat", "1", "--data.init_args.num_workers", "0"]  # one short epoch, no workers
 
 
-def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, tmp_path, monkeypatch):
+def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, tmp_path, monkeypatch, acda_fit):
     configs = {name: Path(f"tasks/sr/{name}.yaml").resolve() for name in ("realsr_v3_x4", "realsr_v3_x4_conv")}
     monkeypatch.chdir(synthetic_data.parent)  # the configs read data/RealSR_v3
+    records = {}
     for name, config in configs.items():
         conv = "conv" if name.endswith("conv") else "acda"
-        _fit_tiny(config, tmp_path, "--model.init_args.net_kwargs", json.dumps({"version": "v3", "conv": conv, "width": 8, "blocks": 1}))
-    run = json.loads((tmp_path / "reports/realsr_v3_x4/metrics.json").read_text())
+        net = json.dumps({"version": "v3", "conv": conv, "width": 8, "blocks": 1})
+        records[name] = acda_fit(config, *TINY, "--model.init_args.net_kwargs", net, budget={"max_epochs": 1})
+    run = records["realsr_v3_x4"]
     assert {"test/psnr", "test/ssim", "test/bicubic_psnr", "test/bicubic_ssim"} <= set(run["metrics"])
     assert (tmp_path / "reports/realsr_v3_x4/figure.png").stat().st_size > 0
     (line,) = build_reports(tmp_path / "reports", only="sr")
@@ -170,13 +165,12 @@ def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, t
 
 
 @pytest.mark.slow
-def test_train_sr_learns_and_beats_bicubic(synthetic_data, tmp_path, monkeypatch):
+def test_train_sr_learns_and_beats_bicubic(synthetic_data, tmp_path, monkeypatch, acda_fit):
     """`make train-sr SCALE=4 VERSION=v3` as shipped, ACDA and its conv baseline: both beat bicubic."""
     configs = {name: Path(f"tasks/sr/{name}.yaml").resolve() for name in ("realsr_v3_x4", "realsr_v3_x4_conv")}
     monkeypatch.chdir(synthetic_data.parent)  # the configs read data/RealSR_v3
     for config in configs.values():
-        main(["fit", "-c", str(config), "--report.root", str(tmp_path / "reports"),
-              "--trainer.default_root_dir", str(tmp_path / "runs")])
+        acda_fit(config)
     for name in ("realsr_v3_x4", "realsr_v3_x4_conv"):
         test = json.loads((tmp_path / f"reports/{name}/metrics.json").read_text())["metrics"]
         print(name, test)

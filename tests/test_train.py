@@ -13,23 +13,6 @@ from acda_lightning.studies import build_reports
 CONFIGS = sorted(p for p in Path("tasks").rglob("*.yaml") if not p.name.startswith("_"))
 
 
-def _fit(config, tmp_path, *overrides):
-    main(
-        [
-            "fit",
-            "-c",
-            str(config),
-            "--report.root",
-            str(tmp_path / "reports"),
-            "--trainer.default_root_dir",
-            str(tmp_path / "runs"),
-            "--trainer.enable_progress_bar",
-            "false",
-            *overrides,
-        ]
-    )
-
-
 def test_there_are_configs():
     assert len(CONFIGS) >= 4
 
@@ -50,24 +33,23 @@ def synthetic_workdir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_fast_dev_run(config, tmp_path, monkeypatch, synthetic_workdir):
+def test_fast_dev_run(config, tmp_path, monkeypatch, synthetic_workdir, acda_fit):
     """Every config, one batch of fit and test, on its task's synthetic data in the official layout."""
     config = config.resolve()
     monkeypatch.chdir(synthetic_workdir(config.parent.name))  # configs read data/<Dataset>
-    _fit(config, tmp_path, "--trainer.fast_dev_run", "true")
+    record = acda_fit(config, "--trainer.fast_dev_run", "true")
     name = next(p for p in (tmp_path / "reports").iterdir())
     assert not (name / "metrics.json").exists(), "a fast_dev_run never becomes the run's record"
     (name,) = list((name / "runs").iterdir())
-    record = json.loads((name / "metrics.json").read_text())
     assert record["training"]["steps"] == 1 and record["shortened"] == ["fast_dev_run=True"]
     assert record["metrics"] and all(key.startswith("test/") for key in record["metrics"])
     assert (name / "report.md").is_file() and any(name.glob("*.png"))
 
 
-def test_toy_study_reproduces_the_paper(tmp_path):
+def test_toy_study_reproduces_the_paper(tmp_path, acda_fit):
     """The paper's Fig. 6 claims: ACDA's MSE an order of magnitude below Conv's; both outputs shift exactly."""
     for name in ("conv", "acda"):
-        _fit(Path("tasks/toy") / f"{name}.yaml", tmp_path)
+        acda_fit(Path("tasks/toy") / f"{name}.yaml")
     (line,) = build_reports(tmp_path / "reports", only="toy")
     assert "MSE ratio" in line
     metrics = json.loads((tmp_path / "reports/toy/metrics.json").read_text())
@@ -82,8 +64,8 @@ def test_toy_study_reproduces_the_paper(tmp_path):
 
     # A shortened run afterwards changes neither the full runs' records nor the study's numbers.
     records = {name: (tmp_path / f"reports/toy_{name}/metrics.json").read_text() for name in ("conv", "acda")}
-    _fit(Path("tasks/toy/acda.yaml"), tmp_path, "--trainer.fast_dev_run", "true")
-    _fit(Path("tasks/toy/conv.yaml"), tmp_path, "--trainer.max_epochs", "1")
+    acda_fit(Path("tasks/toy/acda.yaml"), "--trainer.fast_dev_run", "true")
+    acda_fit(Path("tasks/toy/conv.yaml"), "--trainer.max_epochs", "1")
     assert build_reports(tmp_path / "reports", only="toy") == [line]
     assert json.loads((tmp_path / "reports/toy/metrics.json").read_text()) == metrics
     for name, text in records.items():
@@ -95,12 +77,16 @@ def test_report_lists_missing_runs_and_invents_nothing(tmp_path):
     lines = build_reports(tmp_path)
     (toy,) = [line for line in lines if line.startswith("toy:")]
     assert all("run `" in line for line in lines), "every study says which command makes its runs"
+    assert all(": missing runs [" in line for line in lines), "every study names the runs it lacks"
     assert "missing runs" in toy and "shortened" not in toy
     assert not (tmp_path / "toy").exists()
     assert "missing runs" in (tmp_path / "README.md").read_text()
     (tmp_path / "toy_acda/runs/20260101-000000-abcd").mkdir(parents=True)
     (tmp_path / "toy_acda/runs/20260101-000000-abcd/metrics.json").write_text("{}")
     assert "only shortened runs exist for ['toy_acda']" in build_reports(tmp_path, only="toy")[0]
+    (tmp_path / "sidd_acda_mse/runs/20260101-000000-abcd").mkdir(parents=True)
+    (tmp_path / "sidd_acda_mse/runs/20260101-000000-abcd/metrics.json").write_text("{}")
+    assert "only shortened runs exist for ['sidd_acda_mse']" in build_reports(tmp_path, only="denoise")[0]
 
 
 def _lightest(configs: list[Path]) -> Path:

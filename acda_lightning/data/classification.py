@@ -10,7 +10,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
@@ -18,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 
 from ..utils import atomic_path
+from .base import TaskDataModule
 from .images import open_rgb
 from .synth import register_synth
 
@@ -115,7 +115,7 @@ class _Named(Dataset):
         return {"image": image, "label": label, "name": f"{self.prefix}_{index:06d}"}
 
 
-class ClassificationDataModule(L.LightningDataModule):
+class ClassificationDataModule(TaskDataModule):
     """CIFAR-10, CIFAR-100 or ImageNet (``dataset``) from ``root`` in the official layout.
 
     CIFAR: train on the 50k training images (random crop with 4 px padding + flip), validate and
@@ -138,7 +138,6 @@ class ClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-        self.save_hyperparameters()
         self.root = Path(root or DEFAULT_ROOTS[dataset])
         self.num_classes: int | None = None
         self.classes: list[str] = []
@@ -181,32 +180,29 @@ class ClassificationDataModule(L.LightningDataModule):
         else:
             self.predict_set = _Named(self.eval_set, "val" if dataset == "imagenet" else "test")
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def _split_loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         batches = -(-len(dataset) // self.hparams.batch_size)
         # Workers overlap loading the next batch with computing this one: a single batch gains nothing
         # from a worker process, and more workers than batches would only idle.
-        workers = min(self.hparams.num_workers, batches - 1)
-        return DataLoader(
+        return self._loader(
             dataset,
-            batch_size=self.hparams.batch_size,
             shuffle=shuffle,
+            num_workers=min(self.hparams.num_workers, batches - 1),
             drop_last=shuffle and len(dataset) > self.hparams.batch_size,  # no tiny last batch for BatchNorm
-            num_workers=workers,
             pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._split_loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_set, shuffle=False)
+        return self._split_loader(self.eval_set, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_set, shuffle=False)
+        return self._split_loader(self.eval_set, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, shuffle=False)
+        return self._split_loader(self.predict_set, shuffle=False)
 
 
 # --- synthetic data: learnable classes (each a colour and a shape), in the official formats ----------------

@@ -8,7 +8,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 
 from ..utils import atomic_path
+from .base import TaskDataModule
 from .density import cached_density, density_key, gaussian_density, points_inside, sum_pool
 from .images import read_rgb
 from .synth import register_synth
@@ -307,7 +307,7 @@ class _WorkerSeeded:
 DATASETS = {"sha": ("ShanghaiTech", "A"), "shb": ("ShanghaiTech", "B"), "qnrf": ("UCFQNRF", None)}
 
 
-class CrowdDataModule(L.LightningDataModule):
+class CrowdDataModule(TaskDataModule):
     """ShanghaiTech A/B or UCF-QNRF for counting: random crops for training, whole images (batch 1) to evaluate.
 
     ``dataset``: "sha", "shb" or "qnrf"; ``root`` holds ``part_A_final/``... (ShanghaiTech) or
@@ -344,7 +344,6 @@ class CrowdDataModule(L.LightningDataModule):
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self.save_hyperparameters()
         self.train_transform = TrainTransform(crop_size, downsample, hflip, scale_range, np.random.default_rng(seed))
         self.eval_transform = WholeImageTransform(size_divisor, downsample)
 
@@ -374,16 +373,12 @@ class CrowdDataModule(L.LightningDataModule):
             self.predict_set = ImageFolder(root, self.eval_transform) if root else self.dataset("test", self.eval_transform)
 
     def train_dataloader(self) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
+        return self._loader(
             self.train_set,
-            batch_size=self.hparams.batch_size,
             shuffle=True,
             drop_last=len(self.train_set) >= self.hparams.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
             collate_fn=pad_collate,
-            worker_init_fn=_WorkerSeeded(self.train_transform) if workers else None,
+            worker_init_fn=_WorkerSeeded(self.train_transform) if self.hparams.num_workers else None,
         )
 
     def _whole_images(self, dataset: Dataset) -> DataLoader:
@@ -393,7 +388,7 @@ class CrowdDataModule(L.LightningDataModule):
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        return DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=min(self.hparams.num_workers, 2))
+        return self._loader(dataset, 1, num_workers=min(self.hparams.num_workers, 2), persistent=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._whole_images(self.val_set)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +16,7 @@ from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from ..utils import atomic_path
+from .base import TaskDataModule
 from .images import read_rgb
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
@@ -121,7 +121,7 @@ class LowResolutionFolder(Dataset):
         return {"lr": read_png(self.paths[index]), "name": self.paths[index].stem}
 
 
-class RealSRDataModule(L.LightningDataModule):
+class RealSRDataModule(TaskDataModule):
     """Random HR patches of ``patch_size`` (LR patch ``patch_size // scale`` for v3) for training; whole
     images, one per batch, for validation (the last ``val_images`` training pairs, held out), test and predict.
 
@@ -145,7 +145,6 @@ class RealSRDataModule(L.LightningDataModule):
             raise ValueError(f"version must be one of {VERSIONS}, got {version!r}")
         if patch_size % scale:
             raise ValueError(f"patch_size {patch_size} must be a multiple of the scale {scale}")
-        self.save_hyperparameters()
         self.root = Path(root if root is not None else f"data/RealSR_{version}")
 
     def setup(self, stage: str | None = None) -> None:
@@ -166,27 +165,17 @@ class RealSRDataModule(L.LightningDataModule):
         elif stage == "predict":
             self.predict_set = self.test_set
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0 and shuffle,
-            drop_last=shuffle,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, 1)
+        return self._loader(self.val_set, 1, persistent=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, 1)
+        return self._loader(self.test_set, 1, persistent=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, 1)
+        return self._loader(self.predict_set, 1, persistent=False)
 
 
 # ---- synthetic stand-in: scikit-image's own photographs, degraded non-uniformly ------------------------------

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import h5py
-import lightning as L
 import numpy as np
 import scipy.io
 import torch
@@ -27,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path
+from .base import TaskDataModule
 from .images import read_rgb
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
@@ -283,7 +283,7 @@ class PNGFolder(Dataset):
         return {"noisy": _to_tensor(read_rgb(path)), "name": path.stem}
 
 
-class SIDDDataModule(L.LightningDataModule):
+class SIDDDataModule(TaskDataModule):
     """SIDD sRGB denoising: random paired patches for training, the validation blocks for validation and test.
 
     SIDD's benchmark ground truth is withheld, so papers (VDNet, ACDA) report the 1280 validation
@@ -306,7 +306,6 @@ class SIDDDataModule(L.LightningDataModule):
         predict_root: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
 
     @property
     def cache_path(self) -> Path | None:
@@ -329,12 +328,8 @@ class SIDDDataModule(L.LightningDataModule):
         if stage == "predict" and hp.predict_root is not None:
             self.predict_set = PNGFolder(hp.predict_root)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=workers > 0)
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.hparams.eval_batch_size)

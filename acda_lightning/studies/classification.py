@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_run
+from .common import load_run, missing_runs
 
 # Table 1: top-1 error (%) of LeNet and LeNet+ACDA; Table 2: parameters (M), top-1 and top-5 error (%).
 TABLE1 = {
@@ -45,7 +45,7 @@ def build_classification(root: Path) -> list[str]:
     finished = {name: record for name, record in runs.items() if record is not None}
     missing = sorted(set(runs) - set(finished))
     if not finished:
-        return [f"classification: missing runs {missing}; run `make train-cls CONFIG=<name>`"]
+        return [missing_runs(root, "classification", missing, "make train-cls CONFIG=<name>")]
     metrics = {}
     for name, record in finished.items():
         for key, value in _errors(record).items():

@@ -25,9 +25,11 @@ def load_predictions(root: Path, run: str) -> dict:
         return {key: arrays[key] for key in arrays.files}
 
 
-def missing_runs(root: Path, study: str, runs: list[str], command: str) -> str:
-    """The line a study prints when runs are missing: which, how to make them, and whether only
-    shortened runs (never used by a study) exist for them."""
+def missing_runs(root: Path, study: str, runs: list[str], command: str, config: str | None = None) -> str:
+    """The line a study prints when runs are missing: which, how to make them (``command``, and the
+    ``acda fit -c`` ``config`` pattern behind it if given), and whether only shortened runs (never
+    used by a study) exist for them."""
     shortened = [run for run in runs if any((root / run / "runs").glob("*/metrics.json"))]
     note = f"; only shortened runs exist for {shortened} (studies use complete runs only)" if shortened else ""
-    return f"{study}: missing runs {runs}; run `{command}`{note}"
+    behind = f" (acda fit -c {config})" if config else ""
+    return f"{study}: missing runs {runs}; run `{command}`{behind}{note}"

@@ -10,7 +10,7 @@ import torch
 from ..callbacks.figures import image_grid, learning_curves, save_figure
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run
+from .common import load_predictions, load_run, missing_runs
 
 DATASETS = {"sha": "SHTech-A", "shb": "SHTech-B", "qnrf": "UCF-QNRF"}
 MODELS = {"baseline": "Baseline (standard convs)", "ad_resnet_s": "Ad-ResNet-s", "ad_resnet_m": "Ad-ResNet-m"}
@@ -33,7 +33,7 @@ def build_crowd(root: Path) -> list[str]:
     done = {key: record for key, record in runs.items() if record is not None}
     missing = [run_name(*key) for key, record in runs.items() if record is None]
     if not done:
-        return [f"crowd: missing runs {missing}; run `make train-crowd` (acda fit -c tasks/crowd/<dataset>_<model>.yaml)"]
+        return [missing_runs(root, "crowd", missing, "make train-crowd", "tasks/crowd/<dataset>_<model>.yaml")]
     metrics = {}
     for (dataset, model), record in done.items():
         prefix = run_name(dataset, model)

@@ -11,7 +11,7 @@ from ..models import create_model
 from ..tasks.denoising import denoiser_kwargs
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run
+from .common import load_predictions, load_run, missing_runs
 
 # key: (run name, the paper's row, its parameters, PSNR, SSIM) from paper/TARGETS.md, Table 5
 TABLE5 = {
@@ -33,7 +33,7 @@ def build_denoise(root: Path) -> list[str]:
     runs = {key: load_run(root, row[0]) for key, row in TABLE5.items()}
     missing = [TABLE5[key][0] for key, record in runs.items() if record is None]
     if len(missing) == len(TABLE5):
-        return [f"denoise: missing runs {missing}; run `make train-denoise` (acda fit -c tasks/denoise/<name>.yaml)"]
+        return [missing_runs(root, "denoise", missing, "make train-denoise", "tasks/denoise/<name>.yaml")]
     metrics = {}
     for key, record in runs.items():
         if record is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_run
+from .common import load_run, missing_runs
 
 SCALES = (2, 3, 4)
 VERSIONS = {"v1": "RealSR 2019 (v1)", "v3": "RealSR final (v3)"}
@@ -33,7 +33,7 @@ def build_sr(root: Path) -> list[str]:
     names = [run_name(v, s, conv) for v in VERSIONS for s in SCALES for conv in ("acda", "conv")]
     runs = {name: record for name in names if (record := load_run(root, name)) is not None}
     if not runs:
-        return ["sr: no runs yet; run `make train-sr SCALE=4 VERSION=v3` (acda fit -c tasks/sr/realsr_<v>_x<s>.yaml)"]
+        return [missing_runs(root, "sr", names, "make train-sr SCALE=4 VERSION=v3", "tasks/sr/realsr_<v>_x<s>.yaml")]
     metrics = {}
     for name, record in runs.items():
         test = record["metrics"]
