@@ -61,12 +61,17 @@ train-cls: $(INSTALLED)
 	$(ACDA) report
 
 ## Real-world denoising on SIDD (paper Sec. 4.3, Table 5): reports/sidd_*/ and reports/denoise/.
-## DATA_DIR holds SIDD/; DENOISE_ARGS adds overrides (README: a CPU run on the synthetic set).
+## DATA_DIR holds SIDD/; DENOISE_ARGS adds overrides; DENOISE_NET sets the network's size for every run
+## (e.g. "width: 32, blocks: 2"), each run keeping its own conv (README: a CPU run on the synthetic set).
 DENOISE_ARGS ?=
+DENOISE_NET ?=
+comma := ,
 train-denoise: $(INSTALLED)
 	for run in baseline_mse acda_mse acda_vdnet; do \
+		conv=acda; [ $$run = baseline_mse ] && conv=conv; \
 		$(ACDA) fit -c tasks/denoise/sidd_$$run.yaml --data.root $(DATA_DIR)/SIDD \
-			--data.cache_dir $(DATA_DIR)/SIDD/cache $(DENOISE_ARGS) || exit 1; \
+			--data.cache_dir $(DATA_DIR)/SIDD/cache $(DENOISE_ARGS) \
+			$(if $(DENOISE_NET),--model.net_kwargs "{conv: $$conv$(comma) $(DENOISE_NET)}") || exit 1; \
 	done
 	$(ACDA) report
 
