@@ -11,7 +11,6 @@ machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
@@ -21,6 +20,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from .precision import autocast_disabled, result_dtype
 
 SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 
@@ -166,15 +167,11 @@ fused_acda.register_autograd(_backward, setup_context=_setup_context)
 
 def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
     """The ``impl`` entry point; bf16/fp16 inputs are computed in fp32 and the result cast back."""
-    if torch.is_autocast_enabled(x.device.type):
-        result_dtype = torch.get_autocast_dtype(x.device.type)
-    else:
-        result_dtype = torch.result_type(x, alpha)
-    compute_dtype = torch.float64 if result_dtype == torch.float64 else torch.float32
+    output_dtype = result_dtype(x, alpha)
+    compute_dtype = torch.float64 if output_dtype == torch.float64 else torch.float32
     if bases is None:  # alpha holds the k*k atom entries directly: the bases are the one-hot filters
         bases = torch.eye(kernel_size * kernel_size, device=x.device)
-    autocast_off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else None
-    with autocast_off or contextlib.nullcontext():
+    with autocast_disabled(x.device.type):
         output = fused_acda(
             x.to(compute_dtype),
             alpha.to(compute_dtype),
@@ -187,4 +184,4 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
         )
         if bias is not None:  # in place: the op's output is fresh and its backward does not need it
             output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))
-    return output.to(result_dtype)
+    return output.to(output_dtype)

@@ -45,6 +45,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from .precision import autocast_disabled, result_dtype
+
 try:
     import triton
     import triton.language as tl
@@ -366,10 +368,6 @@ triton_acda.register_autograd(_backward, setup_context=_setup_context)
 
 def acda_triton(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
     """The ``impl`` entry point: computed in float32 registers, returned in x's (or autocast's) dtype."""
-    if torch.is_autocast_enabled(x.device.type):
-        result_dtype = torch.get_autocast_dtype(x.device.type)
-    else:
-        result_dtype = torch.result_type(x, alpha)
-    autocast_off = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else None
-    with autocast_off or contextlib.nullcontext():
-        return triton_acda(x.to(result_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation)
+    output_dtype = result_dtype(x, alpha)
+    with autocast_disabled(x.device.type):
+        return triton_acda(x.to(output_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation)
