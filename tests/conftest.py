@@ -17,8 +17,14 @@ from lightning.pytorch import Callback  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_determinism():
+    """Every test starts seeded, and leaves torch's determinism switch as it found it: a
+    Trainer(deterministic=True) turns it on for the whole process, and impl="auto" reads it."""
     torch.manual_seed(0)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 class InterruptAtStep(Callback):

@@ -249,8 +249,6 @@ def test_auto_picks_triton_on_cuda_only(monkeypatch):
             return 4
 
     monkeypatch.setattr(triton_acda, "available", lambda device=None: True)
-    # explicit: a Trainer(deterministic=True) earlier in the session leaves the global switch on
-    monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda: False)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         assert resolve_impl("auto", CudaTensor(dtype), 3) == "triton"
     assert resolve_impl("auto", CudaTensor(torch.float64), 3) == "basis"
