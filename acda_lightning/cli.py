@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("acda figures scales needs --ckpt CROWD_CHECKPOINT and --image IMAGE")
             scales_figure(args.ckpt, args.image, out, args.layer)
         else:
-            from .callbacks.figures import bases_figure
+            from .plots import bases_figure
 
             bases_figure(args.kernel_size, args.bases_per_scale, out)
         print(out)

@@ -13,7 +13,7 @@ from acda_lightning.data.realsr import PairedPatches, write_png
 from acda_lightning.models import create_model
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks import SuperResolution
-from acda_lightning.tasks.super_resolution import tiled_forward
+from acda_lightning.tasks.sr import tiled_forward
 
 
 def _quantized(image: torch.Tensor) -> torch.Tensor:

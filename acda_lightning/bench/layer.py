@@ -130,7 +130,7 @@ def plot(rows: list[dict], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..callbacks.figures import save_figure
+    from ..plots import save_figure
 
     measured = [r for r in rows if r["mode"] == "forward_backward" and not r.get("out_of_memory")]
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.5))

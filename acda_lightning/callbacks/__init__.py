@@ -1,4 +1,4 @@
-"""Trainer callbacks: per-run reports and figures, and a convergence-based stopping rule."""
+"""Trainer callbacks: per-run reports, run state and a convergence-based stopping rule."""
 
 from .convergence import ConvergenceStopping
 from .report import ReportWriter

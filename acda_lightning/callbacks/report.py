@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from ..utils import atomic_path, write_json, write_text
 from .convergence import ConvergenceStopping
-from .figures import learning_curves
+from ..plots import learning_curves
 
 
 def _scalars(metrics: dict, prefix: str) -> dict[str, float]:

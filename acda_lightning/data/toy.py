@@ -157,7 +157,7 @@ class ToyPatternDataModule(L.LightningDataModule):
 @register_synth("toy")
 def synth_toy(out, seed: int) -> list:
     """The toy study's canvas as toy.npz (canvas, target) plus a PNG to look at."""
-    from ..callbacks.figures import image_grid
+    from ..plots import image_grid
 
     canvas, target = make_pattern_canvas(seed)
     arrays = out / "toy.npz"

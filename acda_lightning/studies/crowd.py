@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..callbacks.figures import image_grid, learning_curves, save_figure
+from ..plots import image_grid, learning_curves, save_figure
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs

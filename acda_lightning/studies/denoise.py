@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..callbacks.figures import image_grid
+from ..plots import image_grid
 from ..models import create_model
-from ..tasks.denoising import denoiser_kwargs
+from ..tasks.denoise import denoiser_kwargs
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs

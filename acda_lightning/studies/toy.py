@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..callbacks.figures import image_grid, learning_curves
+from ..plots import image_grid, learning_curves
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs

@@ -2,8 +2,8 @@
 
 from .classification import ImageClassification
 from .crowd import CrowdCounting
-from .denoising import Denoising
-from .pattern_detection import PatternDetection
-from .super_resolution import SuperResolution
+from .denoise import Denoising
+from .toy import PatternDetection
+from .sr import SuperResolution
 
 __all__ = ["CrowdCounting", "Denoising", "ImageClassification", "PatternDetection", "SuperResolution"]

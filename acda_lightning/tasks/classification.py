@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..callbacks.figures import save_figure
+from ..plots import save_figure
 from ..utils import write_text
 from .base import TaskModule
 

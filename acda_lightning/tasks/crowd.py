@@ -156,7 +156,7 @@ def density_overlay(image: np.ndarray, density: np.ndarray, path: Path, title: s
     """The image, the predicted density over it, and the true density when known (paper Fig. 8)."""
     import matplotlib.pyplot as plt
 
-    from ..callbacks.figures import save_figure
+    from ..plots import save_figure
 
     panels = [("image", None), ("predicted density", density)] + ([("ground truth", true_density)] if true_density is not None else [])
     figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)

@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # reports are written on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..utils import atomic_path  # noqa: E402
+from .utils import atomic_path  # noqa: E402
 
 def save_figure(figure, path: Path) -> None:
     with atomic_path(path) as tmp:

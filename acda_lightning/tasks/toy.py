@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import MaxMetric, MeanSquaredError
 
-from ..callbacks.figures import image_grid
+from ..plots import image_grid
 from ..utils import atomic_path
 from .base import TaskModule
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..callbacks.figures import image_grid
+from ..plots import image_grid
 from ..losses import VDNetLoss
 from ..metrics import MeanPSNR, MeanSSIM, psnr
 from ..models import create_model

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..callbacks.figures import image_grid
+from ..plots import image_grid
 from ..data.realsr import write_png
 from ..metrics import MeanPSNR, MeanSSIM, psnr
 from .base import TaskModule
