@@ -16,7 +16,7 @@ CONFIGS = Path("tasks/classification").resolve()
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder whose data/ holds `acda data synth cls`: CIFAR-10/100 pickles and an ImageNet tree."""
+    """A folder whose data/ holds `acda data synth classification`: CIFAR-10/100 pickles and an ImageNet tree."""
     root = tmp_path_factory.mktemp("cls")
     main(["data", "synth", "cls", "--out", str(root / "data")])
     return root
@@ -60,7 +60,7 @@ def test_missing_cifar_batch_file_is_named(workdir, tmp_path):
         if source.name != "data_batch_3":
             (broken / "cifar-10-batches-py" / source.name).write_bytes(source.read_bytes())
     datamodule = ClassificationDataModule("cifar10", root=str(broken))
-    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py/data_batch_3 is missing.*acda data synth cls"):
+    with pytest.raises(FileNotFoundError, match=r"cifar-10-batches-py/data_batch_3 is missing.*acda data synth classification"):
         datamodule.setup("fit")
 
 

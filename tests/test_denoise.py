@@ -233,7 +233,7 @@ def test_bad_input_names_the_file(sidd_root, damage, message):
         SIDD(culprit if damage == "no data" else sidd_root, split)[0]
     assert str(culprit) in str(error.value)
     if damage == "no data":
-        assert "acda data synth sidd" in str(error.value)
+        assert "acda data synth denoise" in str(error.value)
 
 
 SMALL_NET = "{conv: acda, width: 32, hidden: 16, blocks: 2, head_channels: 16}"

@@ -65,7 +65,7 @@ def test_paired_crop_rejects_mismatched_sizes():
 
 
 def test_bad_input_is_one_clear_error_naming_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="acda data synth realsr"):
+    with pytest.raises(FileNotFoundError, match="acda data synth sr"):
         RealSR(tmp_path / "nowhere", scale=2)
     _write_realsr(tmp_path, "v3", 2)
     folder = tmp_path / "Canon" / "Train" / "2"

@@ -21,7 +21,7 @@ from .base import TaskDataModule
 from .images import open_rgb
 from .synth import register_synth
 
-SYNTH_HINT = "write a small synthetic set with `acda data synth cls --out data`"
+SYNTH_HINT = "write a small synthetic set with `acda data synth classification --out data`"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 

@@ -24,7 +24,7 @@ from .transforms import augment, paired_random_crop
 CAMERAS = ("Canon", "Nikon")
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 VERSIONS = ("v1", "v2", "v3")
-SYNTH_COMMAND = "acda data synth realsr --out data"
+SYNTH_COMMAND = "acda data synth sr --out data"
 
 
 def read_png(path: Path) -> torch.Tensor:
@@ -232,7 +232,7 @@ def degrade(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.T
     return (lr + noise_level * torch.randn(lr.shape, generator=generator)).clamp(0, 1)
 
 
-@register_synth("realsr", "sr")
+@register_synth("sr", "realsr")
 def synth_realsr(out: Path, seed: int) -> list[Path]:
     """OUT/RealSR_v3 and OUT/RealSR_v1 in the official layout, x2/x3/x4, from scikit-image's pictures.
 

@@ -33,7 +33,7 @@ from .transforms import augment, paired_random_crop
 
 NOISY_KEY, CLEAN_KEY = "ValidationNoisyBlocksSrgb", "ValidationGtBlocksSrgb"
 _NOISY_PATTERN = re.compile(r"NOISY_SRGB_\d+\.png$", re.IGNORECASE)
-SYNTH_HINT = "`acda data synth sidd --out data` writes a small synthetic set in this layout"
+SYNTH_HINT = "`acda data synth denoise --out data` writes a small synthetic set in this layout"
 LAYOUT = (
     "expected <root>/Data/<scene>/[<id>_]NOISY_SRGB_<k>.PNG with [<id>_]GT_SRGB_<k>.PNG beside it, and "
     f"<root>/{NOISY_KEY}.mat + <root>/{CLEAN_KEY}.mat (images x blocks x H x W x 3 uint8)"
@@ -390,7 +390,7 @@ def _save_mat_v5(path: Path, key: str, blocks: np.ndarray) -> Path:
     return path
 
 
-@register_synth("sidd", "denoise")
+@register_synth("denoise", "sidd")
 def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), blocks: int = 2, block: int = 64) -> list[Path]:
     """OUT/SIDD: 4 training scenes of two 128x128 captures each and 2 held-out validation images x 2 blocks of 64x64.
 

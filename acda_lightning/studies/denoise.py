@@ -94,7 +94,7 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
         lines += ["", f"Missing runs (no number shown for them): {', '.join(missing)}."]
     lines += [
         "",
-        "A run on the synthetic set (`acda data synth sidd`) checks the pipeline; only runs on SIDD itself",
+        "A run on the synthetic set (`acda data synth denoise`) checks the pipeline; only runs on SIDD itself",
         "are comparable with the paper's column.",
         "",
         "![every model on one validation block](figure.png)",

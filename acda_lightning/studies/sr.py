@@ -64,7 +64,7 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
         "",
         "PSNR (dB) / SSIM on the BT.601 Y channel of whole test images, `crop_border` px cut from each",
         "side (see each run's hparams); bicubic is measured by the same code on the same images.",
-        "Numbers from the synthetic stand-in set (`acda data synth realsr`) are not comparable with the paper's:",
+        "Numbers from the synthetic stand-in set (`acda data synth sr`) are not comparable with the paper's:",
         "they only show that the pipeline trains and how ACDA compares with its conv baseline.",
         "",
     ]
