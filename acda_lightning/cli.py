@@ -306,19 +306,15 @@ def _tools_parser() -> argparse.ArgumentParser:
     report.add_argument("--root", type=Path, default=Path("reports"), help="folder holding the runs' reports")
     report.add_argument("--study", default=None, help="build only this study")
 
+    from .plots import FIGURES
+
     figures = commands.add_parser("figures", help="draw a figure of the paper")
-    figures.add_argument(
-        "figure",
-        choices=["bases", "scales"],
-        help="bases: the multi-scale Fourier-Bessel bases (Fig. B); scales: per-pixel basis scale "
-        "weights of one ACDA layer of a trained crowd model on an image (Fig. 7; needs --ckpt, --image)",
-    )
-    figures.add_argument("--out", type=Path, help="PNG to write (default reports/figures/<figure>.png)")
-    figures.add_argument("--kernel-size", type=int, default=7)
-    figures.add_argument("--bases-per-scale", type=int, default=6)
-    figures.add_argument("--ckpt", type=Path, help="scales: a crowd-counting checkpoint")
-    figures.add_argument("--image", type=Path, help="scales: the image to analyse")
-    figures.add_argument("--layer", type=int, help="scales: which multi-scale ACDA layer (default 0, the first)")
+    figure_commands = figures.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    for name, draw in FIGURES.items():
+        figure = figure_commands.add_parser(name, help=draw.help, description=draw.help)
+        figure.add_argument("--out", type=Path, help=f"PNG to write (default reports/figures/{name}.png)")
+        for flag, options in draw.arguments:
+            figure.add_argument(flag, **options)
 
     models = commands.add_parser("models", help="list registered models with their parameter counts")
     models.add_argument("pattern", nargs="?", default="*")
@@ -347,17 +343,11 @@ def main(argv: list[str] | None = None) -> int:
         for line in build_reports(args.root, only=args.study):
             print(line)
     elif args.command == "figures":
+        from .plots import FIGURES
+
+        options = {key: value for key, value in vars(args).items() if key not in ("command", "figure", "out")}
         out = args.out or Path(f"reports/figures/{args.figure}.png")
-        if args.figure == "scales":
-            from .studies.crowd import scales_figure
-
-            if args.ckpt is None or args.image is None:
-                raise SystemExit("acda figures scales needs --ckpt CROWD_CHECKPOINT and --image IMAGE")
-            scales_figure(args.ckpt, args.image, out, args.layer)
-        else:
-            from .plots import bases_figure
-
-            bases_figure(args.kernel_size, args.bases_per_scale, out)
+        FIGURES.get(args.figure)(out, **options)
         print(out)
     elif args.command == "models":
         from .models import create_model, list_models

@@ -11,6 +11,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .utils import atomic_path  # noqa: E402
+from .utils.plugins import Registry  # noqa: E402
+
+# `acda figures <name>`: a study registers the paper figures it can draw from a trained run.
+FIGURES = Registry("acda_lightning.studies", "figure")
+
+
+def register_figure(name: str, help: str, *arguments: tuple[str, dict]):
+    """Register ``draw(out, **options)`` as ``acda figures <name>``; ``arguments`` are the
+    ``(flag, argparse keyword arguments)`` pairs of its options, besides ``--out``."""
+
+    def decorate(draw):
+        draw.help, draw.arguments = help, arguments
+        return FIGURES.register(name)(draw)
+
+    return decorate
 
 def save_figure(figure, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -55,10 +70,16 @@ def image_grid(panels: list[list[tuple[str, np.ndarray]]], path: Path, title: st
     save_figure(figure, path)
 
 
-def bases_figure(kernel_size: int, bases_per_scale: int, path: Path) -> None:
+@register_figure(
+    "bases",
+    "the multi-scale Fourier-Bessel bases (Fig. B)",
+    ("--kernel-size", {"type": int, "default": 7}),
+    ("--bases-per-scale", {"type": int, "default": 6}),
+)
+def bases_figure(path: Path, kernel_size: int = 7, bases_per_scale: int = 6) -> None:
     """The multi-scale Fourier-Bessel bases, one row per scale (the paper's Figure B)."""
-    from ..nn import multiscale_fourier_bessel_bases
-    from ..nn.bases import default_scales
+    from .nn import multiscale_fourier_bessel_bases
+    from .nn.bases import default_scales
 
     scales = default_scales(kernel_size)
     bases = multiscale_fourier_bessel_bases(kernel_size, bases_per_scale).numpy()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..models import create_model, list_models
-from ..models.registry import _MODELS
+from ..models.registry import MODELS
 from ..nn import ACDAConv2d
 from ..nn.baselines import dfn_filter_bytes
 from .measure import interleaved_times, peak_memory, summary
@@ -34,7 +34,7 @@ def default_specs() -> list[str]:
     """Every registered model, as conv and as ACDA where its builder takes ``conv``."""
     specs = []
     for name in list_models():
-        if "conv" in inspect.signature(_MODELS[name]).parameters:
+        if "conv" in inspect.signature(MODELS.get(name)).parameters:
             specs += [f"{name}:conv=conv", f"{name}:conv=acda"]
         else:
             specs.append(name)

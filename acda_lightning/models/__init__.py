@@ -1,27 +1,12 @@
-"""Networks of the paper, built by registered functions: ``create_model("toy_detector", conv="acda")``."""
+"""Networks of the paper, built by registered functions: ``create_model("toy_detector", conv="acda")``.
 
-from .registry import create_model, list_models, register_model
-from .ad_resnet import ad_resnet_l, ad_resnet_m, ad_resnet_s, ad_resnet_trunk  # importing a builder module registers its models
-from .crowd import crowd_ad_resnet_m, crowd_ad_resnet_s
-from .denoise import denoise_net, denoise_sigma_net
-from .lenet import lenet
-from .restoration import RestorationNet, sr_net
-from .toy import toy_detector
+A builder is also an attribute of this package (``acda_lightning.models.lenet``), found in whichever
+module defines it: a new network family is a new file, with no import list to edit here.
+"""
 
-__all__ = [
-    "RestorationNet",
-    "ad_resnet_l",
-    "ad_resnet_m",
-    "ad_resnet_s",
-    "ad_resnet_trunk",
-    "create_model",
-    "crowd_ad_resnet_m",
-    "crowd_ad_resnet_s",
-    "denoise_net",
-    "denoise_sigma_net",
-    "lenet",
-    "list_models",
-    "register_model",
-    "sr_net",
-    "toy_detector",
-]
+from ..utils.plugins import package_getattr
+from .lenet import lenet  # module and builder share a name: bind the builder, not the module
+from .registry import MODELS, create_model, list_models, register_model
+
+__getattr__ = package_getattr(__name__)
+__all__ = ["MODELS", "create_model", "lenet", "list_models", "register_model"]

@@ -1,28 +1,24 @@
-"""timm-style model registry: builder functions registered by name, found by pattern."""
+"""timm-style model registry: builder functions registered by name, found by pattern.
+
+Each builder module registers its own functions with ``@register_model``; the registry imports every
+module of ``acda_lightning.models`` on first lookup, so a new network family is a new file.
+"""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
 
 from torch import nn
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+from ..utils.plugins import Registry
 
-
-def register_model(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    name = builder.__name__
-    if name in _MODELS:
-        raise ValueError(f"model {name!r} is registered twice")
-    _MODELS[name] = builder
-    return builder
+MODELS = Registry("acda_lightning.models", "model")
+register_model = MODELS.register()
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+    return [name for name in MODELS.names() if fnmatch.fnmatch(name, pattern)]
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    if name not in _MODELS:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    return MODELS.get(name)(**kwargs)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..plots import image_grid, learning_curves, save_figure
+from ..plots import image_grid, learning_curves, register_figure, save_figure
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs
@@ -117,7 +117,14 @@ def scale_weights(layer, x: torch.Tensor) -> torch.Tensor:
     return per_scale / per_scale.sum(dim=0, keepdim=True).clamp_min(1e-12)
 
 
-def scales_figure(checkpoint: Path, image_path: Path, out: Path, layer_index: int | None = None) -> Path:
+@register_figure(
+    "scales",
+    "per-pixel basis-scale weights of one ACDA layer of a trained crowd model on an image (Fig. 7)",
+    ("--ckpt", {"type": Path, "required": True, "dest": "checkpoint", "metavar": "CKPT", "help": "a crowd-counting checkpoint"}),
+    ("--image", {"type": Path, "required": True, "dest": "image_path", "metavar": "IMAGE", "help": "the image to analyse"}),
+    ("--layer", {"type": int, "dest": "layer_index", "metavar": "N", "help": "which multi-scale ACDA layer (default 0, the first)"}),
+)
+def scales_figure(out: Path, checkpoint: Path, image_path: Path, layer_index: int | None = None) -> Path:
     """Paper Fig. 7: the image and, per basis scale, its per-pixel weight in one ACDA layer of a trained counting net.
 
     ``layer_index`` counts the net's ACDA layers with several scales (default: the first, a 7x7 layer).

@@ -1,7 +1,11 @@
-"""Name -> function registries filled by the modules of a package, found without a central list.
+"""Discovery of what the task files of a package define, so adding a task is adding files.
 
-A task adds a file (its study, its synthetic-data writer) and registers its function there; the
-registry imports every module of the package once, so no shared file changes when a task lands.
+Two mechanisms, one rule (import every module of the package once, on first lookup, never list them):
+
+- ``Registry``: functions registered by name (models, studies, synthetic-data writers, figures).
+- ``package_getattr``: a package's ``__getattr__`` that finds a public name in whichever of its modules
+  defines it, so a config's ``class_path: acda_lightning.tasks.NewTask`` resolves without a central
+  import list in ``tasks/__init__.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +13,38 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
+from types import ModuleType
+
+
+def import_modules(package: str) -> list[ModuleType]:
+    """Every public module of ``package`` (names starting with "_" are private), imported once."""
+    root = importlib.import_module(package)
+    return [
+        importlib.import_module(f"{package}.{info.name}")
+        for info in pkgutil.iter_modules(root.__path__)
+        if not info.name.startswith("_")
+    ]
+
+
+def package_getattr(package: str) -> Callable[[str], object]:
+    """A module-level ``__getattr__`` for ``package``: ``package.Name`` is the ``Name`` that one of its
+    modules defines (not one it imports), found by importing them all; two definitions are an error."""
+
+    def getattr_(name: str) -> object:
+        if name.startswith("_"):
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        found = [
+            module
+            for module in import_modules(package)
+            if getattr(getattr(module, name, None), "__module__", None) == module.__name__
+        ]
+        if not found:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        if len(found) > 1:
+            raise AttributeError(f"{package}.{name} is defined in {' and '.join(m.__name__ for m in found)}")
+        return getattr(found[0], name)
+
+    return getattr_
 
 
 class Registry:
@@ -20,11 +56,11 @@ class Registry:
         self._entries: dict[str, Callable] = {}
         self._discovered = False
 
-    def register(self, name: str, *aliases: str) -> Callable[[Callable], Callable]:
-        """Register under ``name`` and any ``aliases`` (e.g. the task's config folder name)."""
+    def register(self, name: str | None = None, *aliases: str) -> Callable[[Callable], Callable]:
+        """Register under ``name`` (default: the function's own name) and any ``aliases``."""
 
         def decorate(function: Callable) -> Callable:
-            for key in (name, *aliases):
+            for key in (name or function.__name__, *aliases):
                 if key in self._entries and self._entries[key] is not function:
                     raise ValueError(f"{self.kind} {key!r} is registered twice")
                 self._entries[key] = function
@@ -33,13 +69,9 @@ class Registry:
         return decorate
 
     def _discover(self) -> None:
-        if self._discovered:
-            return
-        package = importlib.import_module(self.package)
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{module.name}")
-        self._discovered = True
+        if not self._discovered:
+            import_modules(self.package)
+            self._discovered = True
 
     def names(self) -> list[str]:
         self._discover()
