@@ -22,7 +22,12 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The function registered as ``name`` (its signature says which arguments the model takes)."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return _MODELS[name](**kwargs)
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    return model_builder(name)(**kwargs)
