@@ -34,8 +34,8 @@ def test_table6_reproduces_the_papers_conv_rows(capsys):
         assert round(row["acda_conv_flops"] / 1e5) / 10 == acda_conv_flops
         assert round(row["acda_conv_params"] / 1e4) / 100 == acda_conv_params
         assert round(row["conv_params"] / 1e4) / 100 == (3.21 if k == 7 else conv_params)
-        printed = result["paper_millions"][str(k)]  # the paper column beside ours
-        assert (printed["conv_flops"], printed["acda_conv_flops"], printed["conv_params"]) == (conv_flops, acda_conv_flops, conv_params)
+        column = result["paper_millions"][str(k)]  # the paper's numbers printed beside ours
+        assert (column["conv_flops"], column["acda_conv_flops"], column["conv_params"]) == (conv_flops, acda_conv_flops, conv_params)
     assert rows[3]["conv_flops"] == 256 * 256 * 9 * 100 * 100 + 256 * 100 * 100
     assert rows[7]["conv_params"] == 256 * 256 * 49 + 256
     # our generator (1x1 conv 256->64 + BN, 3x3 conv 64->6*18): the paper's generator rows do not follow from its formula

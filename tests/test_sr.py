@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acda_lightning.cli import main
 from acda_lightning.data import RealSR, RealSRDataModule, augment, paired_random_crop
 from acda_lightning.data.realsr import PairedPatches, write_png
 from acda_lightning.models import create_model
@@ -116,10 +115,8 @@ def test_sr_network_sizes_and_residual_start():
 
 
 @pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("realsr")
-    main(["data", "synth", "realsr", "--out", str(out / "data")])
-    return out / "data"
+def synthetic_data(synthetic_workdir):
+    return synthetic_workdir("sr") / "data"
 
 
 def test_synthetic_set_is_in_the_official_layout(synthetic_data):

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from acda_lightning.cli import main
-from acda_lightning.data.synth import SYNTHESIZERS
 from acda_lightning.studies import build_reports
 
 from helpers import assert_drawn_png
@@ -31,21 +30,6 @@ def test_every_paper_result_has_a_config():
     """The configs every test below runs (fast_dev_run, predict) include one per run of the paper."""
     names = {yaml.safe_load(config.read_text())["report"]["name"] for config in CONFIGS}
     assert PAPER_RUNS <= names, sorted(PAPER_RUNS - names)
-
-
-@pytest.fixture(scope="session")
-def synthetic_workdir(tmp_path_factory):
-    """A folder whose data/ holds `acda data synth <task>`'s output, written once per task folder."""
-    folders = {}
-
-    def workdir(task: str) -> Path:
-        if task not in folders:
-            folders[task] = tmp_path_factory.mktemp(f"synth_{task}")
-            if task in SYNTHESIZERS.names():
-                main(["data", "synth", task, "--out", str(folders[task] / "data")])
-        return folders[task]
-
-    return workdir
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
