@@ -77,7 +77,8 @@ def ssim(
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(pred.shape[-2:])}")
     channels = pred.shape[1]
     # scipy's gaussian_filter window for sigma 1.5 (truncate 3.5 -> radius 5), as skimage's SSIM uses it
-    window = gaussian_window(SSIM_WINDOW, SSIM_SIGMA, device=pred.device).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
+    window = gaussian_window(SSIM_WINDOW, SSIM_SIGMA, device=pred.device)
+    window = window.expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
     # One grouped convolution filters x, y, x^2, y^2 and xy for every channel at once.
     stacked = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
     mu_x, mu_y, e_xx, e_yy, e_xy = F.conv2d(stacked, window.repeat(5, 1, 1, 1), groups=5 * channels).split(channels, 1)
