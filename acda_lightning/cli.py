@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"{'model':16s} {'conv':5s} {'parameters':>12s}  paper (ours vs paper)")
         for name in list_models(args.pattern):
-            for conv in ("acda", "conv"):  # every registered model takes conv="acda"|"conv" (DESIGN.md Sec. 4)
+            for conv in ("acda", "conv"):  # every registered model takes conv="acda"|"conv"
                 model = create_model(name, conv=conv)
                 count = sum(p.numel() for p in model.parameters())
                 paper = ", ".join(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .utils.checkpoint import state_dict_mismatch
+
 RUN_ID_ENV = "ACDA_RUN_ID"  # shared with the processes DDP launches, so every rank writes to one run
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -72,10 +74,7 @@ def read_checkpoint(path: Path) -> dict:
 
 def check_checkpoint_fits(checkpoint: dict, path: Path, model: torch.nn.Module) -> None:
     """Raise one RunError when ``checkpoint`` was saved from a different model than the config builds."""
-    saved, expected = checkpoint["state_dict"], model.state_dict()
-    missing = sorted(set(expected) - set(saved))
-    unexpected = sorted(set(saved) - set(expected))
-    mismatched = sorted(k for k in set(saved) & set(expected) if tuple(saved[k].shape) != tuple(expected[k].shape))
+    missing, unexpected, mismatched = state_dict_mismatch(checkpoint["state_dict"], model.state_dict())
     if missing or unexpected or mismatched:
         examples = (missing + unexpected + mismatched)[:3]
         raise RunError(

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -37,6 +38,25 @@ class InterruptAtStep(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def synthetic_workdir(tmp_path_factory):
+    """``synthetic_workdir(task)`` -> a folder whose data/ holds `acda data synth <task>`'s output (task: a
+    config folder or synth name), written once per session and shared: tests copy before they damage it."""
+    from acda_lightning.cli import main
+    from acda_lightning.data.synth import SYNTHESIZERS
+
+    folders = {}
+
+    def workdir(task: str) -> Path:
+        if task not in folders:
+            folders[task] = tmp_path_factory.mktemp(f"synth_{task}")
+            if task in SYNTHESIZERS.names():
+                main(["data", "synth", task, "--out", str(folders[task] / "data")])
+        return folders[task]
+
+    return workdir
 
 
 @pytest.fixture

@@ -7,31 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acda_lightning.nn import ACDAConv2d, acda_reference
-from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls
+from acda_lightning.nn import ACDAConv2d
+from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls, fused, resolve_impl
+
+from helpers import output_and_grads, randomised, reference_and_grads
 
 # Every impl that runs on CPU ("triton" is CUDA-only; tests/test_triton_kernel.py runs it under Triton's
 # interpreter and, on a GPU, compiled).
 IMPLS = device_impls("cpu")
-
-
-def randomised(layer):
-    """Random generator weights: the paper variant starts with a zero last layer (constant atoms),
-    which would let a wrong per-pixel indexing pass unnoticed."""
-    for module in layer.atom_generator:
-        if isinstance(module, nn.Conv2d):
-            nn.init.normal_(module.weight, std=0.2)
-    return layer
-
-
-def _reference_output(layer, x):
-    atoms = layer.dynamic_atoms(x)
-    return acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
-
-
-def _grads(layer, x, output, cotangent):
-    params = [x, *layer.parameters()]
-    return torch.autograd.grad((output * cotangent).sum(), params)
 
 
 MATRIX = list(
@@ -55,14 +38,13 @@ def test_every_impl_equals_reference_forward_and_gradients(
         ACDAConv2d(3, 4, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, generator=generator)
     ).double()
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
-    expected = _reference_output(layer, x)
-    cotangent = torch.randn_like(expected)
-    expected_grads = _grads(layer, x, expected, cotangent)
+    cotangent = torch.randn(2, 4, *layer.output_size(*size), dtype=torch.float64)
+    expected, expected_grads = reference_and_grads(layer, x, cotangent)
     for impl in IMPLS:
         layer.impl = impl
-        output = layer(x)
+        output, grads = output_and_grads(layer, x, cotangent)
         torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-10, msg=f"impl={impl}")
-        for got, want in zip(_grads(layer, x, output, cotangent), expected_grads):
+        for got, want in zip(grads, expected_grads):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"impl={impl} gradient")
 
 
@@ -190,18 +172,33 @@ def test_torch_compile_matches_eager(impl):
     torch.testing.assert_close(compiled(x), layer(x), rtol=1e-4, atol=1e-5)
 
 
-def test_auto_impl_resolves_to_a_registered_implementation():
-    from acda_lightning.nn.kernels import resolve_impl
+def test_cpu_offers_every_impl_but_triton():
+    """The public impl names (README "Layer API"): on CPU all but the CUDA-only Triton kernel, and the
+    equivalence matrix above runs each of them (an empty or shrunken list would let it pass vacuously)."""
+    assert sorted(IMPLS) == ["basis", "fused", "unfold"]
+    for impl in ("auto", "unfold", "basis", "fused", "triton"):
+        assert ACDAConv2d(3, 4, 3, impl=impl).impl == impl
 
-    assert resolve_impl("auto", torch.zeros(1)) in IMPLEMENTATIONS
-    assert resolve_impl("unfold", torch.zeros(1)) == "unfold"
-    assert resolve_impl("triton", torch.zeros(1)) == "triton"
-    assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) != "triton"  # never on CPU
 
+@pytest.mark.parametrize(
+    "shape, kernel_size, picked",
+    [((1, 3, 8, 8), 3, "basis"), ((1, 64, 64, 64), 3, "fused" if fused.available() else "basis")],
+)
+def test_auto_runs_the_impl_it_picks(monkeypatch, shape, kernel_size, picked):
+    """impl="auto" in the layer's forward calls exactly the implementation the policy names: "basis" for a
+    tiny layer, the fused CPU kernel (where it builds) for one past FUSED_MIN_WORK."""
+    called = []
+    for name, implementation in list(IMPLEMENTATIONS.items()):
+        def spy(*args, name=name, implementation=implementation):
+            called.append(name)
+            return implementation(*args)
 
-def test_impl_names_are_validated_and_triton_is_one():
-    assert ACDAConv2d(3, 4, 3, impl="triton").impl == "triton"
-    assert "triton" in IMPLEMENTATIONS and "triton" not in IMPLS
+        monkeypatch.setitem(IMPLEMENTATIONS, name, spy)
+    layer = ACDAConv2d(shape[1], 2, kernel_size).eval()
+    with torch.no_grad():
+        output = layer(torch.randn(shape))
+    assert called == [picked] and resolve_impl("auto", torch.zeros(shape), kernel_size) == picked
+    assert output.shape == (1, 2, *shape[-2:])
 
 
 @pytest.mark.parametrize(

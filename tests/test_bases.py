@@ -1,7 +1,6 @@
-import math
-
 import pytest
 import torch
+from scipy import special
 
 from acda_lightning.nn import fourier_bessel_bases, multiscale_fourier_bessel_bases
 from acda_lightning.nn.bases import fourier_bessel_elements
@@ -70,4 +69,16 @@ def test_energy_is_inside_the_disc():
     coords = torch.arange(k) - k // 2
     r = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
     assert b[:, r >= (k // 2 + 0.5) * 1.0 + 1e-6].abs().max() == 0
-    assert math.isclose(float(b[0].sum() > 0), 1.0)
+
+
+def test_first_element_is_the_radial_bessel_mode_positive_at_the_centre():
+    """Element (0, 1): J0(j01 r / R) on the disc of radius R = k // 2 + 1/2 (j01 = 2.404825557695773, the
+    first zero of J0), up to a positive scale; a flipped sign or another mode first would fail."""
+    for k in (3, 5, 7):
+        coords = torch.arange(k, dtype=torch.float64) - k // 2
+        r = torch.sqrt(coords[:, None] ** 2 + coords[None, :] ** 2)
+        radius = k // 2 + 0.5
+        expected = torch.from_numpy(special.j0(2.404825557695773 * r.numpy() / radius)) * (r < radius)
+        first = fourier_bessel_bases(k, 6)[0].double()
+        cosine = (first * expected).sum() / (first.norm() * expected.norm())
+        assert cosine.item() == pytest.approx(1.0, abs=1e-6)

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from acda_lightning.cli import main
 from acda_lightning.data import ClassificationDataModule
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.classification import ImageClassification, learning_rate_scale
@@ -15,11 +14,9 @@ CONFIGS = Path("tasks/classification").resolve()
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(synthetic_workdir):
     """A folder whose data/ holds `acda data synth classification`: CIFAR-10/100 pickles and an ImageNet tree."""
-    root = tmp_path_factory.mktemp("cls")
-    main(["data", "synth", "cls", "--out", str(root / "data")])
-    return root
+    return synthetic_workdir("classification")
 
 
 @pytest.fixture

@@ -243,10 +243,8 @@ CPU_RECIPE_NET = "{conv: acda, width: 32, hidden: 16, blocks: 2, head_channels: 
 
 
 @pytest.fixture(scope="module")
-def synthetic_sidd(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    main(["data", "synth", "sidd", "--out", str(out)])
-    return out / "SIDD"
+def synthetic_sidd(synthetic_workdir):
+    return synthetic_workdir("denoise") / "data" / "SIDD"
 
 
 def _on_synthetic_sidd(synthetic_sidd, tmp_path) -> list[str]:

@@ -6,29 +6,17 @@ by default); the session fixture pays that once (about 40 s of CPU), later sessi
 
 import pytest
 import torch
-from torch import nn
 
-from acda_lightning.nn import ACDAConv2d, acda_reference
+from acda_lightning.nn import ACDAConv2d
 from acda_lightning.nn.kernels import FUSED_MIN_WORK, fused, resolve_impl
+
+from helpers import randomised, reference_and_grads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built_kernel():
     if not fused.available():
         pytest.skip("no C++ compiler: the fused kernel cannot be built here ('auto' uses 'basis')")
-
-
-def randomised(layer):
-    for module in layer.atom_generator:
-        if isinstance(module, nn.Conv2d):
-            nn.init.normal_(module.weight, std=0.2)
-    return layer
-
-
-def reference_and_grads(layer, x, cotangent):
-    atoms = layer.dynamic_atoms(x)
-    output = acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
-    return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
 
 
 # 20 channels (one full 16-wide channel block plus a tail) and 7 atoms (a 6-atom block plus one)

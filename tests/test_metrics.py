@@ -2,7 +2,6 @@
 and the torchmetrics wrappers reduced across two gloo processes."""
 
 import json
-import socket
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from acda_lightning.metrics import MeanPSNR, MeanSSIM, psnr, rgb_to_y, ssim
+
+from helpers import free_port
 
 SKIMAGE_IMAGES = ("astronaut", "chelsea", "coffee")
 
@@ -121,12 +122,6 @@ def _ddp_worker(rank: int, port: int, out_dir) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_metric_wrappers_reduce_exactly_across_two_processes(tmp_path):
     pred, target = _batches()
     single = {"psnr": MeanPSNR(crop_border=2, y_channel=True), "ssim": MeanSSIM(crop_border=2)}
@@ -136,7 +131,7 @@ def test_metric_wrappers_reduce_exactly_across_two_processes(tmp_path):
     expected = {name: metric.compute().item() for name, metric in single.items()}
     assert expected["psnr"] == pytest.approx(psnr(pred, target, crop_border=2, y_channel=True).mean().item(), abs=1e-12)
 
-    mp.spawn(_ddp_worker, args=(_free_port(), tmp_path), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(free_port(), tmp_path), nprocs=2, join=True)
     results = {rank: json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)}
     for rank in (0, 1):  # every rank holds the global value after compute()
         for name in expected:

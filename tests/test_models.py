@@ -89,13 +89,22 @@ def test_standard_conv_models_reject_acda_arguments(name):
         create_model(name, conv="conv", num_atoms=3)
 
 
-def test_models_command_prints_ours_beside_the_papers(capsys):
+def _models_lines(capsys, pattern: str) -> dict[str, str]:
     from acda_lightning.cli import main
 
-    main(["models", "ad_resnet_s"])
-    lines = capsys.readouterr().out.splitlines()
-    acda = next(line for line in lines if line.split()[:2] == ["ad_resnet_s", "acda"])
-    conv = next(line for line in lines if line.split()[:2] == ["ad_resnet_s", "conv"])
-    count = sum(p.numel() for p in create_model("ad_resnet_s").parameters())
-    assert f"{count:,d}" in acda and "3.85M Table 2" in acda and "2.28M Table 7" in acda
-    assert "4.60M Table 7" in conv
+    main(["models", pattern])
+    return {" ".join(line.split()[:2]): line for line in capsys.readouterr().out.splitlines()[1:]}
+
+
+def test_models_command_prints_ours_beside_the_papers(capsys):
+    """Counts checked by hand on the one-layer toy nets; the paper's Table 2/7 counts beside Ad-ResNet-s's."""
+    toy = _models_lines(capsys, "toy_detector")
+    # one 7x7 conv 1 -> 1; ACDA: coefficients 1*1*6, bias 1, generator 1x1 conv 1->64, BN 64+64, 3x3 conv 64->6*18
+    assert toy["toy_detector conv"].split()[2] == f"{7 * 7 + 1:,d}"
+    assert toy["toy_detector acda"].split()[2] == f"{6 + 1 + (64 + 64) + 2 * 64 + (64 * 108 * 9 + 108):,d}"
+    lines = _models_lines(capsys, "ad_resnet_s")
+    for conv, papers in (("acda", {"Table 2": 3.85e6, "Table 7": 2.28e6}), ("conv", {"Table 7": 4.60e6})):
+        line = lines[f"ad_resnet_s {conv}"]
+        count = int(line.split()[2].replace(",", ""))
+        for table, value in papers.items():  # the paper's count, and ours relative to it
+            assert f"{value / 1e6:.2f}M {table} ({100 * (count / value - 1):+.1f}%)" in line

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acda_lightning.cli import main
 from acda_lightning.data import RealSR, RealSRDataModule, augment, paired_random_crop
 from acda_lightning.data.realsr import PairedPatches, write_png
 from acda_lightning.models import create_model
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks import SuperResolution
 from acda_lightning.tasks.sr import tiled_forward
+
+from helpers import assert_drawn_png, read_png
 
 
 def _quantized(image: torch.Tensor) -> torch.Tensor:
@@ -114,10 +115,8 @@ def test_sr_network_sizes_and_residual_start():
 
 
 @pytest.fixture(scope="module")
-def synthetic_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("realsr")
-    main(["data", "synth", "realsr", "--out", str(out / "data")])
-    return out / "data"
+def synthetic_data(synthetic_workdir):
+    return synthetic_workdir("sr") / "data"
 
 
 def test_synthetic_set_is_in_the_official_layout(synthetic_data):
@@ -135,7 +134,11 @@ def test_predictions_are_written_with_a_side_by_side(synthetic_data, tmp_path):
     outputs = module.predict_step(batch, 0)
     paths = module.write_predictions(outputs, batch, tmp_path)
     assert [p.name for p in paths] == ["Canon_001_SR.png", "Canon_001_compare.png"]
-    assert all(p.stat().st_size > 0 for p in paths)
+    # The untrained net is bicubic upsampling (zero-initialised last conv): the SR file holds exactly that, in 8 bits.
+    bicubic = F.interpolate(batch["lr"][:1], scale_factor=4, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    written = read_png(paths[0]).permute(2, 0, 1).float()
+    assert written.shape == (3, 72, 72) and (written - bicubic * 255).abs().max() <= 1  # rounding (tiles: float noise)
+    assert_drawn_png(paths[1])
 
 
 TINY = ["--data.init_args.train_repeat", "1", "--data.init_args.num_workers", "0"]  # one short epoch, no workers
@@ -151,7 +154,7 @@ def test_study_puts_ours_beside_table_4_and_lists_missing_runs(synthetic_data, t
         records[name] = acda_fit(config, *TINY, "--model.init_args.net_kwargs", net, budget={"max_epochs": 1})
     run = records["realsr_v3_x4"]
     assert {"test/psnr", "test/ssim", "test/bicubic_psnr", "test/bicubic_ssim"} <= set(run["metrics"])
-    assert (tmp_path / "reports/realsr_v3_x4/figure.png").stat().st_size > 0
+    assert_drawn_png(tmp_path / "reports/realsr_v3_x4/figure.png")
     (line,) = build_reports(tmp_path / "reports", only="sr")
     assert "2 of 12 runs" in line
     metrics = json.loads((tmp_path / "reports/sr/metrics.json").read_text())

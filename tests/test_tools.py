@@ -13,6 +13,8 @@ from acda_lightning.tasks import PatternDetection
 from acda_lightning.utils import atomic_path, write_json
 from acda_lightning.utils.checkpoint import AtomicCheckpointIO
 
+from helpers import assert_drawn_png
+
 
 def test_figures_bases_writes_a_png(tmp_path):
     out = tmp_path / "bases.png"
@@ -24,7 +26,7 @@ def test_data_synth_toy(tmp_path):
     main(["data", "synth", "toy", "--out", str(tmp_path)])
     with np.load(tmp_path / "toy.npz") as arrays:
         assert arrays["canvas"].shape == (120, 120) and arrays["target"].sum() == 25
-    assert (tmp_path / "toy.png").is_file()
+    assert_drawn_png(tmp_path / "toy.png")
 
 
 def test_models_command_lists_the_registry(capsys):

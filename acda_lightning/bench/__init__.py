@@ -56,11 +56,8 @@ def run(args) -> str:
             text.append(train.markdown(rows))
         else:
             result.update(train.table7(size, batch, device, warmup, repeats))
-            if result["model_registered"]:
-                text += [train.markdown(result["rows"]), f"DFN: {result['dfn']}"]
-            else:
-                text.append(result["note"])
-    if args.view == "layer" or (args.view == "table7" and not result["model_registered"]):
+            text += [train.markdown(result["rows"]), f"DFN: {result['dfn']}"]
+    if args.view == "layer":
         rows = layer.bench_layers(layer_settings(args), device)
         result["layer_rows"] = rows
         text.append(layer.markdown(rows))

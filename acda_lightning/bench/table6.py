@@ -3,7 +3,7 @@
 Formula rows (paper Sec. 4.4): conv c'c l^2 hw + c'hw; ACDA's two layers c m l^2 hw + c'm c hw + c'hw.
 The "+ atom generation" rows add OUR generator (Appendix A.3: 1x1 conv to d = 64, BN, ReLU, 3x3
 conv to m*K, then D = alpha . bases): the paper's own generator formula does not reproduce its
-printed row (TARGETS.md), so these differ from the paper's by design. ``torch.utils.flop_counter``
+printed row, so these differ from the paper's by design. ``torch.utils.flop_counter``
 counts the same layers (``impl="unfold"``, the paper's two-layer route) on meta tensors.
 """
 
@@ -14,16 +14,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..nn import ACDAConv2d
-
-PAPER_SETTING = {"channels": 256, "size": 100, "num_atoms": 6}
-PAPER_ROWS = {  # Table 6, millions (TARGETS.md)
-    3: {"conv_flops": 5900.8, "acda_conv_flops": 4073.0, "acda_total_flops": 4311.2,
-        "conv_params": 0.59, "acda_conv_params": 0.39, "acda_total_params": 0.41},
-    5: {"conv_flops": 16386.6, "acda_conv_flops": 4318.7, "acda_total_flops": 4557.0,
-        "conv_params": 1.64, "acda_conv_params": 0.39, "acda_total_params": 0.43},
-    7: {"conv_flops": 32115.2, "acda_conv_flops": 4687.4, "acda_total_flops": 4925.7,
-        "conv_params": 3.12, "acda_conv_params": 0.39, "acda_total_params": 0.45},
-}
+from ..paper import TABLE6, TABLE6_SETTING
 
 
 def formula_row(kernel_size: int, channels: int, size: int, num_atoms: int) -> dict[str, int]:
@@ -70,8 +61,8 @@ def table6(kernel_sizes=(3, 5, 7), channels=256, size=100, num_atoms=6) -> dict:
         "setting": {"channels": channels, "size": size, "num_atoms": num_atoms, "unit": "multiply-adds"},
         "rows": [formula_row(k, channels, size, num_atoms) for k in kernel_sizes],
         "flop_counter": [counted_row(k, channels, size, num_atoms) for k in kernel_sizes],
-        "paper_millions": {str(k): PAPER_ROWS[k] for k in kernel_sizes if k in PAPER_ROWS}
-        if (channels, size, num_atoms) == tuple(PAPER_SETTING.values())
+        "paper_millions": {str(k): TABLE6[k] for k in kernel_sizes if k in TABLE6}
+        if (channels, size, num_atoms) == tuple(TABLE6_SETTING.values())
         else {},
     }
 

@@ -7,17 +7,13 @@ import inspect
 import torch
 from torch import nn
 
-from ..models import create_model, list_models
-from ..models.registry import MODELS
+from ..models import create_model, list_models, model_builder
 from ..nn import ACDAConv2d
 from ..nn.baselines import dfn_filter_bytes
+from ..paper import TABLE7, TABLE7_BATCH_PER_GPU, TABLE7_SIZE
 from .measure import interleaved_times, peak_memory, summary
 
 TABLE7_MODEL = "ad_resnet_s"
-# Paper Table 7: ImageNet, 224x224, batch 256 over 4 GPUs.
-TABLE7_PAPER = {"conv": {"params": 4.60e6, "memory_gb": 3.7, "seconds": 0.53},
-                "acda": {"params": 2.28e6, "memory_gb": 4.6, "seconds": 0.46}}
-PAPER_BATCH_PER_GPU, PAPER_SIZE = 64, 224
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -34,7 +30,7 @@ def default_specs() -> list[str]:
     """Every registered model, as conv and as ACDA where its builder takes ``conv``."""
     specs = []
     for name in list_models():
-        if "conv" in inspect.signature(MODELS.get(name)).parameters:
+        if "conv" in inspect.signature(model_builder(name)).parameters:
             specs += [f"{name}:conv=conv", f"{name}:conv=acda"]
         else:
             specs.append(name)
@@ -105,16 +101,12 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
 
 
 def table7(size: int, batch: int, device: torch.device, warmup: int, repeats: int) -> dict:
-    if TABLE7_MODEL not in list_models():
-        return {"model_registered": False,
-                "note": f"{TABLE7_MODEL!r} is not registered yet (the classification issue adds it); "
-                        "showing the layer table instead"}
     rows = bench_training([f"{TABLE7_MODEL}:conv=conv", f"{TABLE7_MODEL}:conv=acda"], size, batch, device,
                           warmup, repeats)
     acda_model, x = create_model(TABLE7_MODEL, conv="acda"), torch.randn(1, 3, size, size)
     dfn = {
         "predicted_filter_bytes_here": dfn_predicted_bytes(acda_model, x, batch, size),
-        "predicted_filter_bytes_paper_setting": dfn_predicted_bytes(acda_model, x, PAPER_BATCH_PER_GPU, PAPER_SIZE),
+        "predicted_filter_bytes_paper_setting": dfn_predicted_bytes(acda_model, x, TABLE7_BATCH_PER_GPU, TABLE7_SIZE),
     }
     if device.type == "cuda":
         try:
@@ -122,7 +114,7 @@ def table7(size: int, batch: int, device: torch.device, warmup: int, repeats: in
             dfn["out_of_memory_on_gpu"] = False
         except torch.cuda.OutOfMemoryError:
             dfn["out_of_memory_on_gpu"] = True
-    return {"model_registered": True, "rows": rows, "dfn": dfn, "paper": TABLE7_PAPER}
+    return {"rows": rows, "dfn": dfn, "paper": TABLE7}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -28,14 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics.image import gaussian_window
+
 LOG_MIN, LOG_MAX = math.log(1e-10), math.log(1e10)
-
-
-def _gaussian_window(window: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    offsets = torch.arange(window, dtype=dtype, device=device) - (window - 1) / 2
-    profile = torch.exp(-(offsets**2) / (2 * sigma**2))
-    profile = profile / profile.sum()
-    return profile[:, None] * profile[None, :]
 
 
 def sigma_prior_map(noisy: torch.Tensor, clean: torch.Tensor, window: int = 7) -> torch.Tensor:
@@ -47,7 +42,7 @@ def sigma_prior_map(noisy: torch.Tensor, clean: torch.Tensor, window: int = 7) -
         raise ValueError(f"the sigma-prior window must be odd and >= 3, got {window}")
     squared = (noisy - clean) ** 2
     channels, radius = squared.shape[1], window // 2
-    kernel = _gaussian_window(window, radius, squared.dtype, squared.device).expand(channels, 1, window, window)
+    kernel = gaussian_window(window, radius, squared.dtype, squared.device).expand(channels, 1, window, window)
     padded = F.pad(squared, (radius,) * 4, mode="reflect")
     return F.conv2d(padded, kernel, groups=channels).clamp_min(1e-10)
 

@@ -58,10 +58,12 @@ def psnr(
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    """The 11x11 window scipy's gaussian_filter uses for sigma 1.5 (truncate 3.5 -> radius 5), sum 1."""
-    offsets = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=device) - SSIM_WINDOW // 2
-    line = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+def gaussian_window(
+    size: int, sigma: float, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+) -> torch.Tensor:
+    """A centred ``size`` x ``size`` Gaussian of standard deviation ``sigma`` (odd size), summing to 1."""
+    offsets = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    line = torch.exp(-0.5 * (offsets / sigma) ** 2)
     line = line / line.sum()
     return torch.outer(line, line)
 
@@ -74,7 +76,9 @@ def ssim(
     if min(pred.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {tuple(pred.shape[-2:])}")
     channels = pred.shape[1]
-    window = _gaussian_window(pred.device).expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
+    # scipy's gaussian_filter window for sigma 1.5 (truncate 3.5 -> radius 5), as skimage's SSIM uses it
+    window = gaussian_window(SSIM_WINDOW, SSIM_SIGMA, device=pred.device)
+    window = window.expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
     # One grouped convolution filters x, y, x^2, y^2 and xy for every channel at once.
     stacked = torch.cat([pred, target, pred * pred, target * target, pred * target], dim=1)
     mu_x, mu_y, e_xx, e_yy, e_xy = F.conv2d(stacked, window.repeat(5, 1, 1, 1), groups=5 * channels).split(channels, 1)

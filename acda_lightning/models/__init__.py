@@ -6,7 +6,7 @@ module defines it: a new network family is a new file, with no import list to ed
 
 from ..utils.plugins import package_getattr
 from .lenet import lenet  # module and builder share a name: bind the builder, not the module
-from .registry import MODELS, create_model, list_models, register_model
+from .registry import MODELS, create_model, list_models, model_builder, register_model
 
 __getattr__ = package_getattr(__name__)
-__all__ = ["MODELS", "create_model", "lenet", "list_models", "register_model"]
+__all__ = ["MODELS", "create_model", "lenet", "list_models", "model_builder", "register_model"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..paper import AD_RESNET_PARAMETERS
 from .layers import check_conv_kind, spatial_conv
 from .registry import register_model
 
@@ -42,13 +43,6 @@ VARIANTS: dict[str, tuple[Stage, ...]] = {
     "s": _stages((Stage("basic", 64, 64, 2), Stage("basic", 128, 128, 2)), 128, (2, 2)),
     "m": _stages((Stage("bottleneck", 64, 256, 2), Stage("bottleneck", 128, 512, 2)), 256, (2, 2)),
     "l": _stages((Stage("bottleneck", 64, 256, 2), Stage("bottleneck", 128, 512, 3)), 256, (8, 3)),
-}
-# Parameter counts the paper reports, by (variant, conv): Table 2 (ACDA models) and Table 7 (-s, Conv vs ACDA).
-PAPER_PARAMETERS = {
-    ("s", "acda"): {"Table 2": 3.85e6, "Table 7": 2.28e6},
-    ("s", "conv"): {"Table 7": 4.60e6},
-    ("m", "acda"): {"Table 2": 9.83e6},
-    ("l", "acda"): {"Table 2": 18.19e6},
 }
 STEM_CHANNELS = 64
 
@@ -137,7 +131,7 @@ class AdResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.trunk.out_channels, num_classes)
         self.num_classes = num_classes
-        self.paper_parameters = PAPER_PARAMETERS.get((variant, conv), {})
+        self.paper_parameters = AD_RESNET_PARAMETERS.get((variant, conv), {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(self.trunk(x)), 1))

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..paper import CROWD_PARAMETERS
 from .ad_resnet import ad_resnet_trunk
 from .registry import register_model
 
@@ -53,14 +54,10 @@ class CrowdCounter(nn.Module):
         return density[..., : -(-height // self.output_stride), : -(-width // self.output_stride)]
 
 
-# Table 3: the baseline is the Ad-ResNet-s net with standard convolutions.
-PAPER_PARAMETERS = {("s", "acda"): 4.87e6, ("s", "conv"): 4.78e6, ("m", "acda"): 11.87e6}
-
-
 def _crowd_counter(variant: str, conv: str, decoder_channels: Sequence[int], **acda_kwargs) -> CrowdCounter:
     net = CrowdCounter(ad_resnet_trunk(variant, conv=conv, maxpool=False, **acda_kwargs), decoder_channels)
-    if (variant, conv) in PAPER_PARAMETERS:
-        net.paper_parameters = {"Table 3": PAPER_PARAMETERS[variant, conv]}
+    if (variant, conv) in CROWD_PARAMETERS:
+        net.paper_parameters = CROWD_PARAMETERS[variant, conv]
     return net
 
 

@@ -7,6 +7,7 @@ module of ``acda_lightning.models`` on first lookup, so a new network family is 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 
 from torch import nn
 
@@ -20,5 +21,10 @@ def list_models(pattern: str = "*") -> list[str]:
     return [name for name in MODELS.names() if fnmatch.fnmatch(name, pattern)]
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The function registered as ``name`` (its signature says which arguments the model takes)."""
+    return MODELS.get(name)
+
+
 def create_model(name: str, **kwargs) -> nn.Module:
-    return MODELS.get(name)(**kwargs)
+    return model_builder(name)(**kwargs)

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import ACDAConv2d
 from .layers import spatial_conv
 from .registry import register_model
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paper import TABLE1, TABLE2
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_run, missing_runs
 
-# Table 1: top-1 error (%) of LeNet and LeNet+ACDA; Table 2: parameters (M), top-1 and top-5 error (%).
-TABLE1 = {
-    ("cifar10", "lenet"): 24.74,
-    ("cifar10", "lenet_acda"): 16.27,
-    ("cifar100", "lenet"): 56.60,
-    ("cifar100", "lenet_acda"): 49.53,
-}
-TABLE2 = {"s": (3.85, 28.81, 9.62), "m": (9.83, 25.81, 7.92), "l": (18.19, 23.22, 6.74)}
 CIFAR_RUNS = {f"{dataset}_{model}": (dataset, model) for dataset, model in TABLE1}
 IMAGENET_RUNS = {f"imagenet_ad_resnet_{v}{suffix}": (v, conv) for v in TABLE2 for suffix, conv in (("", "acda"), ("_conv", "conv"))}
 

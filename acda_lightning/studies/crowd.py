@@ -8,18 +8,13 @@ import numpy as np
 import torch
 
 from ..plots import image_grid, learning_curves, register_figure, save_figure
+from ..paper import TABLE3
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs
 
 DATASETS = {"sha": "SHTech-A", "shb": "SHTech-B", "qnrf": "UCF-QNRF"}
 MODELS = {"baseline": "Baseline (standard convs)", "ad_resnet_s": "Ad-ResNet-s", "ad_resnet_m": "Ad-ResNet-m"}
-# Table 3 of the paper: parameters (millions) and (MAE, MSE) per dataset; it reports no ShanghaiTech-B numbers.
-PAPER = {
-    "baseline": {"params": 4.78, "sha": (67.73, 110.12), "qnrf": (124.77, 210.05)},
-    "ad_resnet_s": {"params": 4.87, "sha": (57.88, 91.27), "qnrf": (99.22, 182.13)},
-    "ad_resnet_m": {"params": 11.87, "sha": (56.04, 89.76), "qnrf": (96.08, 176.87)},
-}
 
 
 def run_name(dataset: str, model: str) -> str:
@@ -80,8 +75,8 @@ def _crowd_markdown(done: dict, missing: list[str]) -> str:
         cells = []
         for dataset, record in zip(DATASETS, records):
             ours = (record["metrics"]["test/mae"], record["metrics"]["test/rmse"]) if record else None
-            cells += [_pair(ours), _pair(PAPER[model].get(dataset))]
-        lines.append(f"| {label} | {params} | {PAPER[model]['params']:.2f}M | " + " | ".join(cells) + " |")
+            cells += [_pair(ours), _pair(TABLE3[model].get(dataset))]
+        lines.append(f"| {label} | {params} | {TABLE3[model]['params']:.2f}M | " + " | ".join(cells) + " |")
     lines += ["", "## Runs", "", "| run | net | recipe | epochs | steps | train time |", "|---|---|---|---|---|---|"]
     for record in done.values():
         h, training = record["hparams"], record["training"]

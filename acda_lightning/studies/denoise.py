@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import paper
 from ..plots import image_grid
 from ..models import create_model
 from ..tasks.denoise import denoiser_kwargs
@@ -13,12 +14,8 @@ from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs
 
-# key: (run name, the paper's row, its parameters, PSNR, SSIM) from paper/TARGETS.md, Table 5
-TABLE5 = {
-    "baseline_mse": ("sidd_baseline_mse", "Baseline + MSE", 2.28e6, 38.74, 0.902),
-    "acda_mse": ("sidd_acda_mse", "ACDA + MSE", 1.97e6, 38.96, 0.905),
-    "acda_vdnet": ("sidd_acda_vdnet", "ACDA + VDNet", 1.97e6, 39.32, 0.912),
-}
+# key: (run name, the paper's row, its parameters, PSNR, SSIM)
+TABLE5 = {key: (f"sidd_{key}", *row) for key, row in paper.TABLE5.items()}
 
 
 def denoiser_parameters(hparams: dict) -> int:

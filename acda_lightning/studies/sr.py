@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..paper import TABLE4
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_run, missing_runs
 
 SCALES = (2, 3, 4)
 VERSIONS = {"v1": "RealSR 2019 (v1)", "v3": "RealSR final (v3)"}
-# paper Table 4 (PSNR, SSIM on Y). The x4 v1 ACDA SSIM 0.937 is printed so in the paper (0.8xx likely).
-PAPER = {
-    ("v1", "bicubic"): {2: (32.61, 0.907), 3: (29.34, 0.841), 4: (27.99, 0.806)},
-    ("v1", "acda"): {2: (33.98, 0.929), 3: (30.62, 0.871), 4: (28.97, 0.937)},
-    ("v3", "LP-KPN"): {2: (33.49, 0.917), 3: (30.60, 0.865), 4: (29.05, 0.834)},
-    ("v3", "acda"): {2: (33.54, 0.918), 3: (30.73, 0.868), 4: (29.28, 0.836)},
-}
 
 
 def run_name(version: str, scale: int, conv: str = "acda") -> str:
@@ -81,7 +75,7 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
             lines.append(
                 f"| x{scale} | {_pair(_ours(metrics, acda))} | {_pair(_ours(metrics, conv))} | "
                 f"{_pair(_ours(metrics, acda, 'bicubic_') or _ours(metrics, conv, 'bicubic_'))} | "
-                f"{_pair(PAPER[(version, 'acda')][scale])} | {_pair(PAPER[(version, baseline)][scale])} |"
+                f"{_pair(TABLE4[(version, 'acda')][scale])} | {_pair(TABLE4[(version, baseline)][scale])} |"
             )
         lines.append("")
     lines += ["## Every run", "", "| run | net | loss | lr | steps | parameters | PSNR - bicubic | ACDA - conv PSNR |"]

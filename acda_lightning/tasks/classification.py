@@ -31,7 +31,7 @@ class ImageClassification(TaskModule):
       weights only, never to norm layers' parameters or biases (1-D parameters).
     - ``schedule``: ``"cosine"`` (to zero) or ``"step"`` (x ``gamma`` at each of ``milestones``
       epochs), after ``warmup_epochs`` of linear warm-up; stepped every optimizer step.
-    - ``mean``/``std`` normalise inputs inside the module, so data stays in [0, 1] (DESIGN Sec. 5).
+    - ``mean``/``std`` normalise inputs inside the module, so data stays in [0, 1].
     - ``channels_last`` runs the network in NHWC. Precision (bf16/fp16 autocast) is the trainer's
       ``precision``; an EMA of the weights is Lightning's ``EMAWeightAveraging`` callback.
     Logs ``train/loss``, ``train/acc1``, ``train/lr``, ``train/images_per_second``, ``val/*`` and

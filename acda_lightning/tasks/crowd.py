@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..metrics import CountMAE, CountRMSE
+from ..utils.checkpoint import state_dict_mismatch
 from .base import TaskModule
 
 
@@ -24,10 +25,7 @@ def load_pretrained_trunk(net: torch.nn.Module, checkpoint: str | Path) -> None:
     trunk_state = {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
     if not trunk_state:
         raise ValueError(f"{path} holds no '{prefix}*' weights: expected a checkpoint of an Ad-ResNet classification run")
-    own = net.trunk.state_dict()
-    missing = sorted(set(own) - set(trunk_state))
-    unexpected = sorted(set(trunk_state) - set(own))
-    reshaped = sorted(k for k in set(own) & set(trunk_state) if own[k].shape != trunk_state[k].shape)
+    missing, unexpected, reshaped = state_dict_mismatch(trunk_state, net.trunk.state_dict())
     if missing or unexpected or reshaped:
         raise ValueError(
             f"{path} does not match this trunk (same variant and conv type needed): "

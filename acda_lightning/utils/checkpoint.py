@@ -21,3 +21,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
+
+
+def state_dict_mismatch(saved: dict, expected: dict) -> tuple[list[str], list[str], list[str]]:
+    """The keys of ``expected`` (a model's state dict) that ``saved`` lacks, the keys it has that ``expected``
+    does not, and the shared keys whose tensors differ in shape; all empty when it loads strictly."""
+    missing = sorted(set(expected) - set(saved))
+    unexpected = sorted(set(saved) - set(expected))
+    reshaped = sorted(k for k in set(saved) & set(expected) if tuple(saved[k].shape) != tuple(expected[k].shape))
+    return missing, unexpected, reshaped
