@@ -9,6 +9,7 @@ held out of the training images; the test split (CIFAR's test batch, ImageNet's 
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -362,9 +363,24 @@ def _cifar_images(labels: list[int], num_classes: int, rng: np.random.Generator)
     return np.stack([synthetic_image(label, num_classes, 32, rng).transpose(2, 0, 1).reshape(-1) for label in labels])
 
 
+class _Python2Pickler(pickle._Pickler):
+    """Pickles ``str`` and ``bytes`` (a numpy array's raw data) as python 2's byte strings, as python 2's cPickle
+    wrote the official CIFAR batches: loaded with ``encoding="latin1"`` (torchvision) their keys are ``str``,
+    with ``encoding="bytes"`` (the CIFAR page's snippet) ``bytes``; numpy reads the arrays either way."""
+
+    def save_py2_str(self, value: str | bytes) -> None:
+        data = value.encode("latin1") if isinstance(value, str) else value
+        size = len(data)
+        self.write(pickle.SHORT_BINSTRING + bytes([size]) if size < 256 else pickle.BINSTRING + struct.pack("<i", size))
+        self.write(data)
+        self.memoize(value)
+
+    dispatch = {**pickle._Pickler.dispatch, str: save_py2_str, bytes: save_py2_str}
+
+
 def _write_pickle(path: Path, content: dict) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        pickle.dump(content, handle)
+        _Python2Pickler(handle, protocol=2).dump(content)
     return path
 
 
