@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 
 import torch
 
@@ -87,3 +88,22 @@ def acda_fit(tmp_path, budget_config):
         return record
 
     return fit
+
+
+@pytest.fixture(scope="session")
+def synthetic_workdir(tmp_path_factory):
+    """A folder whose data/ holds `acda data synth <task>`'s output, written once per task folder (a config's
+    folder under tasks/): ``synthetic_workdir("crowd")`` -> the folder, for the configs' ``data/<Dataset>`` roots."""
+    from acda_lightning.cli import main
+    from acda_lightning.data.synth import SYNTHESIZERS
+
+    folders = {}
+
+    def workdir(task: str) -> Path:
+        if task not in folders:
+            folders[task] = tmp_path_factory.mktemp(f"synth_{task}")
+            if task in SYNTHESIZERS.names():
+                main(["data", "synth", task, "--out", str(folders[task] / "data")])
+        return folders[task]
+
+    return workdir

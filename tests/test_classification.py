@@ -164,7 +164,7 @@ def test_truncated_cifar_batch_is_one_clear_error(workdir, tmp_path, monkeypatch
     batch.write_bytes(batch.read_bytes()[:3000])
     line = _acda_error(tmp_path, monkeypatch, capsys, root)
     assert f"cannot read CIFAR file {batch} (pickle data was truncated)" in line
-    assert "extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html" in line
+    assert "extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html into" in line
 
 
 def test_cifar_batch_with_bytes_keys_is_read_and_a_missing_key_is_named(workdir, tmp_path, monkeypatch, capsys, acda_fit):

@@ -18,20 +18,6 @@ TOY = [config for config in CONFIGS if config.parent.name == "toy"]
 INPUT_KEYS = ("image", "lr", "noisy")  # what each task's network reads (crowd, SR, denoise); classification: batch[0]
 
 
-@pytest.fixture(scope="module")
-def synthetic_workdir(tmp_path_factory):
-    """A folder whose data/ holds `acda data synth <task folder>`, written once per task folder."""
-    folders = {}
-
-    def workdir(task: str) -> Path:
-        if task not in folders:
-            folders[task] = tmp_path_factory.mktemp(f"splits_{task}")
-            main(["data", "synth", task, "--out", str(folders[task] / "data")])
-        return folders[task]
-
-    return workdir
-
-
 def _resolved(config: Path, capsys) -> dict:
     """The config as the CLI resolves it (its included _data/_trainer files and defaults): `acda fit --print_config`."""
     capsys.readouterr()

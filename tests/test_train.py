@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from acda_lightning.cli import main
-from acda_lightning.data.synth import SYNTHESIZERS
 from acda_lightning.studies import build_reports
 
 CONFIGS = sorted(p for p in Path("tasks").rglob("*.yaml") if not p.name.startswith("_"))
@@ -15,21 +14,6 @@ CONFIGS = sorted(p for p in Path("tasks").rglob("*.yaml") if not p.name.startswi
 
 def test_there_are_configs():
     assert len(CONFIGS) >= 4
-
-
-@pytest.fixture(scope="session")
-def synthetic_workdir(tmp_path_factory):
-    """A folder whose data/ holds `acda data synth <task>`'s output, written once per task folder."""
-    folders = {}
-
-    def workdir(task: str) -> Path:
-        if task not in folders:
-            folders[task] = tmp_path_factory.mktemp(f"synth_{task}")
-            if task in SYNTHESIZERS.names():
-                main(["data", "synth", task, "--out", str(folders[task] / "data")])
-        return folders[task]
-
-    return workdir
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)

@@ -44,7 +44,7 @@ def _cifar_layout(dataset: str) -> str:
 
 
 def _cifar_fix(root: Path) -> str:
-    return f"extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html into {root} again, or {SYNTH_HINT}"
+    return f"extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html into {root}, or {SYNTH_HINT}"
 
 
 def check_cifar(root: Path, dataset: str) -> None:
@@ -54,8 +54,7 @@ def check_cifar(root: Path, dataset: str) -> None:
     for name in [name for name, _ in checked.train_list + checked.test_list] + [checked.meta["filename"]]:
         if not (folder / name).is_file():
             raise FileNotFoundError(
-                f"{dataset}: {folder / name} is missing. Expected {_cifar_layout(dataset)} with ROOT={root}. "
-                f"Extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html into {root}, or {SYNTH_HINT}"
+                f"{dataset}: {folder / name} is missing. Expected {_cifar_layout(dataset)} with ROOT={root}; {_cifar_fix(root)}"
             )
 
 
