@@ -280,10 +280,11 @@ class ClassificationDataModule(TaskDataModule):
             validation = np.sort(rng.permutation(len(targets))[:held])
         else:
             counts = np.bincount(targets, minlength=len(self.classes))
-            small = [self.classes[label] for label in np.flatnonzero((counts > 0) & (counts <= hp.val_per_class))]
-            if small:
-                raise ValueError(f"imagenet: {self.root / 'train' / small[0]} holds {counts[self.classes.index(small[0])]} images, "
-                                 f"too few to hold out val_per_class={hp.val_per_class} and still train; lower --data.val_per_class")
+            small = np.flatnonzero((counts > 0) & (counts <= hp.val_per_class))  # empty class folders are allowed
+            if len(small):
+                folder = self.root / "train" / self.classes[small[0]]
+                raise ValueError(f"imagenet: {folder} holds {counts[small[0]]} images, too few to hold out "
+                                 f"val_per_class={hp.val_per_class} and still train; lower --data.val_per_class")
             validation = held_out_per_class(targets, hp.val_per_class, rng)
         return np.setdiff1d(np.arange(len(targets)), validation), validation
 

@@ -135,9 +135,9 @@ class LazyH5:
 class SIDD(Dataset):
     """SIDD sRGB pairs as ``{"noisy", "clean", "name"}`` (float32 CHW in [0, 1]).
 
-    ``split="train"``: one sample per scene-folder pair (whole image). ``split="test"``: one sample
-    per 256x256 validation block, named ``val_<image>_<block>``. ``transform`` maps a sample dict
-    to a sample dict (e.g. a paired random crop).
+    ``split="train"``: one sample per scene-folder pair (whole image); ``scenes`` names each pair's scene
+    folder. ``split="test"``: one sample per 256x256 validation block, named ``val_<image>_<block>``.
+    ``transform`` maps a sample dict to a sample dict (e.g. a paired random crop).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
@@ -234,7 +234,8 @@ def build_patch_cache(dataset: SIDD, path: str | os.PathLike, tile: int = 512) -
 
 
 class CachedTiles(Dataset):
-    """The tiles of a ``build_patch_cache`` file, read lazily (the file opens once in each worker process)."""
+    """The tiles of a ``build_patch_cache`` file, read lazily (the file opens once in each worker process);
+    ``scenes`` names each tile's scene folder."""
 
     def __init__(self, path: str | os.PathLike):
         self.h5 = LazyH5(Path(path))
