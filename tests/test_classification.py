@@ -1,11 +1,17 @@
 """Classification as a user runs it: the CLI on data written in the official formats (CIFAR pickles, ImageFolder)."""
 
+import hashlib
 import json
+import pickle
+import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from acda_lightning.cli import main, run
 from acda_lightning.data import ClassificationDataModule
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.classification import ImageClassification, learning_rate_scale
@@ -36,8 +42,9 @@ def _on_synthetic_data(workdir, config: str) -> list[str]:
 
 @pytest.mark.parametrize("config", ["cifar10_lenet", "cifar10_lenet_acda"])
 def test_lenet_learns_a_fixed_image_set(config, workdir, single_thread, acda_fit):
-    """The honest learning check: 100 synthetic CIFAR-10 images (class = colour + shape), 8 epochs of 10 steps;
-    the loss falls by half and the 20 held-out test images are classified far above chance (10 %)."""
+    """The honest learning check: 100 synthetic CIFAR-10 training images (class = colour + shape), 10 of them held
+    out to validate, 8 epochs of 9 steps; the loss falls by half and the 20 test images, which neither training nor
+    checkpoint selection saw, are classified far above chance (10 %)."""
     record = acda_fit(
         CONFIGS / f"{config}.yaml", *_on_synthetic_data(workdir, config), "--data.batch_size", "10", "--model.lr", "0.03",
         budget={"max_epochs": 8},
@@ -45,7 +52,7 @@ def test_lenet_learns_a_fixed_image_set(config, workdir, single_thread, acda_fit
     losses = [row["train/loss"] for row in record["history"]]
     assert losses[-1] < 0.5 * losses[0], losses
     assert record["metrics"]["test/acc1"] >= 0.4, record["metrics"]
-    assert record["training"]["steps"] == 80
+    assert record["training"]["steps"] == 72
     # The best checkpoint is tested, yet the record keeps this fit's whole history and wall time.
     assert len(record["history"]) == 8 and record["training"]["fit_seconds"] > 0
 
@@ -91,9 +98,93 @@ def test_synthetic_sets_read_as_the_official_formats(workdir):
     cifar100.setup("fit")
     image, label = cifar100.train_set[0]
     assert cifar100.num_classes == 100 and image.shape == (3, 32, 32) and 0 <= label < 100
-    assert len(set(cifar100.train_set.targets)) == 100
+    assert len(set(cifar100.train_set.targets) | set(cifar100.val_set.targets)) == 100
     folder = ImageFolder(workdir / "data/ImageNet/val", allow_empty=True)
     assert len(folder.classes) == 1000 and len(folder) >= 2
+    # Python 2 pickles, as the official batches: keys are bytes read as the CIFAR page reads them, str as torchvision does
+    batch = workdir / "data/CIFAR/cifar-10-batches-py/data_batch_1"
+    as_bytes, as_latin1 = (pickle.loads(batch.read_bytes(), encoding=encoding) for encoding in ("bytes", "latin1"))
+    assert {b"data", b"labels"} <= set(as_bytes) and {"data", "labels"} <= set(as_latin1)
+    assert np.array_equal(as_bytes[b"data"], as_latin1["data"]) and as_latin1["data"].shape == (20, 3072)
+
+
+def _raw_images(subset) -> set[str]:
+    """Content hashes of the images (as read, before any transform) of a training or validation split."""
+    return {hashlib.sha256(np.asarray(subset.dataset[index][0]).tobytes()).hexdigest() for index in subset.indices}
+
+
+def test_validation_is_a_seeded_tenth_held_out_of_training(workdir):
+    """CIFAR: 10 of the 100 synthetic training images (as 5,000 of 50,000) validate and never train; the seed picks them."""
+    chosen = []
+    for seed in (0, 1):
+        datamodule = ClassificationDataModule("cifar10", root=str(workdir / "data/CIFAR"), num_workers=0, val_seed=seed)
+        datamodule.setup("fit")
+        training, validation = _raw_images(datamodule.train_set), _raw_images(datamodule.val_set)
+        assert (len(training), len(validation)) == (90, 10) and not training & validation
+        chosen.append(validation)
+    assert chosen[0] != chosen[1]
+    assert datamodule.validation_split == "10% of the training images (seed 1), held out of training"
+
+
+def test_imagenet_holds_out_10_training_images_per_class(workdir):
+    datamodule = ClassificationDataModule("imagenet", root=str(workdir / "data/ImageNet"), num_workers=0, crop_size=32)
+    datamodule.setup("fit")
+    assert sorted(datamodule.val_set.targets) == [0] * 10 + [1] * 10  # the 2 filled synthetic classes
+    assert not set(datamodule.val_set.indices) & set(datamodule.train_set.indices)
+    assert sorted(datamodule.val_set.indices + datamodule.train_set.indices) == list(range(24))
+    too_many = ClassificationDataModule("imagenet", root=str(workdir / "data/ImageNet"), val_per_class=12)
+    with pytest.raises(ValueError, match=r"n00000000 holds 12 images, too few to hold out val_per_class=12"):
+        too_many.setup("fit")
+
+
+def _broken_cifar(workdir, tmp_path) -> Path:
+    """A copy of the synthetic CIFAR-10 folder under tmp_path, to damage."""
+    shutil.copytree(workdir / "data/CIFAR/cifar-10-batches-py", tmp_path / "CIFAR/cifar-10-batches-py")
+    return tmp_path / "CIFAR"
+
+
+def _acda_error(tmp_path, monkeypatch, capsys, root: Path) -> str:
+    """`acda fit` of cifar10_lenet on ``root`` as the console script runs it: exit 2 and one `acda: error:` line."""
+    monkeypatch.setattr(sys, "argv", ["acda", "fit", "-c", str(CONFIGS / "cifar10_lenet.yaml"), "--data.root", str(root),
+                                      "--data.num_workers", "0", "--trainer.default_root_dir", str(tmp_path / "runs"),
+                                      "--report.root", str(tmp_path / "reports"), "--trainer.enable_progress_bar", "false"])
+    capsys.readouterr()
+    assert run() == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("acda: error:")]
+    return line
+
+
+def test_truncated_cifar_batch_is_one_clear_error(workdir, tmp_path, monkeypatch, capsys):
+    root = _broken_cifar(workdir, tmp_path)
+    batch = root / "cifar-10-batches-py/data_batch_2"
+    batch.write_bytes(batch.read_bytes()[:3000])
+    line = _acda_error(tmp_path, monkeypatch, capsys, root)
+    assert f"cannot read CIFAR file {batch} (pickle data was truncated)" in line
+    assert "extract the python version from https://www.cs.toronto.edu/~kriz/cifar.html into" in line
+
+
+def test_cifar_batch_with_bytes_keys_is_read_and_a_missing_key_is_named(workdir, tmp_path, monkeypatch, capsys, acda_fit):
+    """A batch re-saved from python 3 after the CIFAR page's ``pickle.load(f, encoding="bytes")`` has bytes keys
+    (b"data", b"labels"): it holds the official content and is read as it; without b"labels" the error names the key."""
+    root = _broken_cifar(workdir, tmp_path)
+    batch = root / "cifar-10-batches-py/data_batch_1"
+    content = {key.encode(): value for key, value in pickle.loads(batch.read_bytes(), encoding="latin1").items()}
+    batch.write_bytes(pickle.dumps(content))  # python 3 bytes keys
+    record = acda_fit(CONFIGS / "cifar10_lenet.yaml", *_on_synthetic_data(workdir, "cifar10_lenet"), "--data.root", str(root),
+                      "--trainer.fast_dev_run", "true")
+    assert record["training"]["steps"] == 1
+    resaved, official = (ClassificationDataModule("cifar10", root=str(folder), num_workers=0) for folder in (root, workdir / "data/CIFAR"))
+    for datamodule in (resaved, official):
+        datamodule.setup("fit")
+    assert np.array_equal(resaved.train_set.dataset.images, official.train_set.dataset.images)
+    assert resaved.train_set.targets == official.train_set.targets
+
+    del content[b"labels"]
+    batch.write_bytes(pickle.dumps(content))
+    line = _acda_error(tmp_path, monkeypatch, capsys, root)
+    assert f"CIFAR file {batch} has no 'labels' entry (found ['batch_label', 'data'])" in line
 
 
 def test_schedule_warms_up_then_decays():
@@ -143,6 +234,6 @@ def test_predictions_are_written_per_image_with_class_names(workdir, tmp_path):
     paths = task.write_predictions(outputs, batch, tmp_path)
     assert [p.name for p in paths] == [f"test_{i:06d}.json" for i in range(4)]
     record = json.loads(paths[0].read_text())
-    assert record["label"] == int(datamodule.eval_set.targets[0])
+    assert record["label"] == int(datamodule.test_set.targets[0])
     assert len(record["top"]) == 5 and record["top"][0]["name"].startswith("class_")
     assert sum(entry["probability"] for entry in record["top"]) <= 1 + 1e-6

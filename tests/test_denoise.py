@@ -121,18 +121,35 @@ def test_patch_cache_is_built_once_atomically_and_rebuilt_when_stale(sidd_root, 
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["pngs", "h5-cache"])
-def test_datamodule_gives_paired_patches(sidd_root, tmp_path, cached):
+def test_datamodule_gives_paired_patches_and_validates_on_held_out_scenes(sidd_root, tmp_path, cached):
     data = SIDDDataModule(
-        root=str(sidd_root), patch_size=24, patches_per_image=5, batch_size=4, val_blocks=2,
+        root=str(sidd_root), patch_size=24, patches_per_image=5, batch_size=4,
         cache_dir=str(tmp_path / "cache") if cached else None, cache_tile=32,
     )
     data.prepare_data()
     data.setup("fit")
-    assert len(data.train_set) == (16 if cached else 4) * 5
+    # One of the two scenes (val_fraction 0.1, at least one) validates, the other trains: two captures each,
+    # cut into 4 tiles of 32x32 when cached.
+    images = 8 if cached else 2
+    assert len(data.train_set) == images * 5 and len(data.val_set) == images
     batch = next(iter(data.train_dataloader()))
     assert batch["noisy"].shape == batch["clean"].shape == (4, 3, 24, 24)
     assert torch.allclose(batch["noisy"], 1 - batch["clean"])  # the same crop and flip/rotation for both
-    assert len(data.val_set) == 2 and len(data.test_set) == 6
+    scene = lambda name: name.split("/")[0]  # noqa: E731
+    training = {scene(data.train_set.source.pair(index)[2]) for index in range(len(data.train_set.source))}
+    validation = {scene(batch["name"][0]) for batch in data.val_dataloader()}
+    assert len(training) == len(validation) == 1 and not training & validation
+    data.setup("test")
+    assert len(data.test_set) == 6  # every validation block of the .mat files, which only test reads
+
+
+def test_val_tiles_spreads_validation_over_the_held_out_scenes(sidd_root, tmp_path):
+    data = SIDDDataModule(root=str(sidd_root), val_tiles=3, cache_dir=str(tmp_path / "cache"), cache_tile=16)
+    data.prepare_data()
+    data.setup("validate")
+    names = [data.val_set[index]["name"] for index in range(len(data.val_set))]
+    assert len(names) == 3 and names[0].endswith("_010@0,0") and "_011@" in names[-1]  # first and last of both captures
+    assert data.validation_split == "16px tiles of 10% of the training scenes (seed 0, at most 3), held out of training"
 
 
 def test_vdnet_gaussian_kl_equals_the_normal_kl():
@@ -197,7 +214,7 @@ def test_synthetic_noise_is_signal_dependent_and_spatially_varying():
 def test_synth_writes_a_readable_sidd_with_realistic_noise_levels(tmp_path):
     main(["data", "synth", "sidd", "--out", str(tmp_path)])
     train, test = SIDD(tmp_path / "SIDD", "train"), SIDD(tmp_path / "SIDD", "test")
-    assert len(train) == 8 and len(test) == 4
+    assert len(train) == 10 and len(test) == 4
     for sample in (train[0], test[3]):
         noisy_psnr = -10 * torch.log10(((sample["noisy"] - sample["clean"]) ** 2).mean())
         assert 18 < noisy_psnr < 30

@@ -12,12 +12,20 @@ class TaskDataModule(L.LightningDataModule):
 
     Each subclass keeps its own ``__init__`` signature (the CLI and the YAML configs read it) and
     calls ``super().__init__()`` first: that saves the subclass's arguments as ``self.hparams``.
-    ``_loader`` builds every DataLoader from them.
+    ``_loader`` builds every DataLoader from them. Each subclass says what its validation uses
+    (``validation_split``).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.save_hyperparameters()  # Lightning collects the arguments of the subclass's __init__ too
+
+    @property
+    def validation_split(self) -> str:
+        """What validation evaluates, in words (e.g. "10% of the training images (seed 0), held out of
+        training"): the split that chooses the best checkpoint, so a run's record can state its selection
+        protocol. It is never the test split; each subclass holds validation out of its training data."""
+        raise NotImplementedError(f"{type(self).__name__} must describe its validation split (validation_split)")
 
     def _loader(
         self,

@@ -347,6 +347,10 @@ class CrowdDataModule(TaskDataModule):
         self.train_transform = TrainTransform(crop_size, downsample, hflip, scale_range, np.random.default_rng(seed))
         self.eval_transform = WholeImageTransform(size_divisor, downsample)
 
+    @property
+    def validation_split(self) -> str:
+        return f"{100 * self.hparams.val_fraction:g}% of the training images (seed {self.hparams.seed}), held out of training"
+
     def dataset(self, split: str, transform: Callable[[dict], dict] | None = None) -> CrowdImages:
         """The ``split`` ("train"/"test") images of the configured dataset, whole and uncropped unless ``transform``."""
         h = self.hparams

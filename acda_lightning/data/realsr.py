@@ -147,6 +147,10 @@ class RealSRDataModule(TaskDataModule):
             raise ValueError(f"patch_size {patch_size} must be a multiple of the scale {scale}")
         self.root = Path(root if root is not None else f"data/RealSR_{version}")
 
+    @property
+    def validation_split(self) -> str:
+        return f"the last {self.hparams.val_images} training pairs, held out of training"
+
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if stage in ("fit", "validate", None):

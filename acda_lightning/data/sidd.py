@@ -135,9 +135,9 @@ class LazyH5:
 class SIDD(Dataset):
     """SIDD sRGB pairs as ``{"noisy", "clean", "name"}`` (float32 CHW in [0, 1]).
 
-    ``split="train"``: one sample per scene-folder pair (whole image). ``split="test"``: one sample
-    per 256x256 validation block, named ``val_<image>_<block>``. ``transform`` maps a sample dict
-    to a sample dict (e.g. a paired random crop).
+    ``split="train"``: one sample per scene-folder pair (whole image); ``scenes`` names each pair's scene
+    folder. ``split="test"``: one sample per 256x256 validation block, named ``val_<image>_<block>``.
+    ``transform`` maps a sample dict to a sample dict (e.g. a paired random crop).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", transform: Callable | None = None):
@@ -148,6 +148,7 @@ class SIDD(Dataset):
             raise _missing(self.root, "SIDD root")
         if split == "train":
             self.pairs = find_scene_pairs(self.root)
+            self.scenes = [noisy.parent.name for noisy, _ in self.pairs]
         else:
             self.noisy_blocks = ValidationBlocks(self.root / f"{NOISY_KEY}.mat", NOISY_KEY)
             self.clean_blocks = ValidationBlocks(self.root / f"{CLEAN_KEY}.mat", CLEAN_KEY)
@@ -233,26 +234,61 @@ def build_patch_cache(dataset: SIDD, path: str | os.PathLike, tile: int = 512) -
 
 
 class CachedTiles(Dataset):
-    """The tiles of a ``build_patch_cache`` file, read lazily (the file opens once in each worker process)."""
+    """The tiles of a ``build_patch_cache`` file, read lazily (the file opens once in each worker process);
+    ``scenes`` names each tile's scene folder."""
 
     def __init__(self, path: str | os.PathLike):
         self.h5 = LazyH5(Path(path))
         with h5py.File(self.h5.path, "r") as cache:
-            self.length = len(cache["noisy"])
+            self.scenes = [name.decode().split("/")[0] for name in cache["names"][:]]  # "<scene>/<image>@<top>,<left>"
 
     def __len__(self) -> int:
-        return self.length
+        return len(self.scenes)
 
     def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
         cache = self.h5.file
         return cache["noisy"][index], cache["clean"][index], cache["names"][index].decode()
 
 
+class ScenePairs(Dataset):
+    """The pairs (whole images or cached tiles) of ``source`` at ``indices``, each as a sample dict."""
+
+    def __init__(self, source: SIDD | CachedTiles, indices: Sequence[int]):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def pair(self, index: int) -> tuple[np.ndarray, np.ndarray, str]:
+        return self.source.pair(self.indices[index])
+
+    def __getitem__(self, index: int) -> dict:
+        noisy, clean, name = self.pair(index)
+        return {"noisy": _to_tensor(noisy), "clean": _to_tensor(clean), "name": name}
+
+
+def held_out_scenes(scenes: Sequence[str], fraction: float, seed: int) -> set[str]:
+    """A seeded ``fraction`` of the distinct ``scenes`` (at least one), leaving at least one to train on."""
+    distinct = sorted(set(scenes))
+    count = max(1, round(fraction * len(distinct)))
+    if count >= len(distinct):
+        raise ValueError(f"SIDD: {len(distinct)} training scene(s) cannot spare {count} for validation; "
+                         "validation needs scenes that training does not see (lower --data.val_fraction or add scenes)")
+    return {distinct[i] for i in np.random.default_rng(seed).permutation(len(distinct))[:count]}
+
+
+def evenly_spaced(indices: Sequence[int], count: int | None) -> list[int]:
+    """``count`` of ``indices`` spread evenly from first to last (all of them when ``count`` is None or larger)."""
+    if count is None or count >= len(indices):
+        return list(indices)
+    return [indices[i] for i in np.linspace(0, len(indices) - 1, count).round().astype(int)]
+
+
 class RandomPatches(Dataset):
     """``patches_per_image`` random ``patch_size`` crops of each pair of ``source`` per epoch, same crop and
     flip/rotation (one of the 8 dihedral transforms) for the noisy and the clean image."""
 
-    def __init__(self, source: SIDD | CachedTiles, patch_size: int, patches_per_image: int, augment: bool = True):
+    def __init__(self, source: SIDD | CachedTiles | ScenePairs, patch_size: int, patches_per_image: int, augment: bool = True):
         self.source, self.patch_size, self.patches_per_image, self.augment = source, patch_size, patches_per_image, augment
 
     def __len__(self) -> int:
@@ -284,12 +320,17 @@ class PNGFolder(Dataset):
 
 
 class SIDDDataModule(TaskDataModule):
-    """SIDD sRGB denoising: random paired patches for training, the validation blocks for validation and test.
+    """SIDD sRGB denoising: random paired patches of the training scenes to train, held-out scenes to validate,
+    the validation blocks to test.
 
     SIDD's benchmark ground truth is withheld, so papers (VDNet, ACDA) report the 1280 validation
-    blocks; ``val_blocks`` limits how many of them the per-epoch validation uses (test uses all).
-    ``cache_dir`` turns on the h5 tile cache (``tiles<cache_tile>.h5`` there, built once by the
-    first process in ``prepare_data``); without it every patch decodes its whole training PNG.
+    blocks: here they are the test split, and nothing else sees them. Per-epoch validation (which
+    chooses the best checkpoint) uses a seeded ``val_fraction`` of the training scene folders (both
+    captures of each), which training never sees: their cached tiles (``cache_tile`` squares), or
+    their whole images without a cache; ``val_tiles`` of them spread evenly over the held-out
+    scenes (None: all). ``cache_dir`` turns on the h5 tile cache (``tiles<cache_tile>.h5`` there,
+    built once by the first process in ``prepare_data``); without it every patch decodes its whole
+    training PNG.
     """
 
     def __init__(
@@ -300,12 +341,23 @@ class SIDDDataModule(TaskDataModule):
         batch_size: int = 16,
         eval_batch_size: int = 8,
         num_workers: int = 0,
-        val_blocks: int | None = None,
+        val_fraction: float = 0.1,
+        val_seed: int = 0,
+        val_tiles: int | None = None,
         cache_dir: str | None = None,
         cache_tile: int = 512,
         predict_root: str | None = None,
     ):
         super().__init__()
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+
+    @property
+    def validation_split(self) -> str:
+        hp = self.hparams
+        unit = f"{hp.cache_tile}px tiles" if hp.cache_dir else "whole images"
+        at_most = "" if hp.val_tiles is None else f", at most {hp.val_tiles}"
+        return f"{unit} of {100 * hp.val_fraction:g}% of the training scenes (seed {hp.val_seed}{at_most}), held out of training"
 
     @property
     def cache_path(self) -> Path | None:
@@ -318,13 +370,16 @@ class SIDDDataModule(TaskDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
-        if stage in (None, "fit"):
+        if stage in (None, "fit", "validate"):
             source = CachedTiles(self.cache_path) if self.cache_path is not None else SIDD(hp.root, "train")
-            self.train_set = RandomPatches(source, hp.patch_size, hp.patches_per_image)
-        if stage in (None, "fit", "validate", "test") or (stage == "predict" and hp.predict_root is None):
+            held_out = held_out_scenes(source.scenes, hp.val_fraction, hp.val_seed)
+            training = [index for index, scene in enumerate(source.scenes) if scene not in held_out]
+            validation = [index for index, scene in enumerate(source.scenes) if scene in held_out]
+            self.train_set = RandomPatches(ScenePairs(source, training), hp.patch_size, hp.patches_per_image)
+            self.val_set = ScenePairs(source, evenly_spaced(validation, hp.val_tiles))
+        # fit too: a missing or damaged test file is found before training, not after it
+        if stage in (None, "fit", "test") or (stage == "predict" and hp.predict_root is None):
             self.test_set = SIDD(hp.root, "test")
-            blocks = len(self.test_set) if hp.val_blocks is None else min(hp.val_blocks, len(self.test_set))
-            self.val_set = torch.utils.data.Subset(self.test_set, range(blocks))
         if stage == "predict" and hp.predict_root is not None:
             self.predict_set = PNGFolder(hp.predict_root)
 
@@ -332,7 +387,8 @@ class SIDDDataModule(TaskDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.hparams.eval_batch_size)
+        # Without a cache the held-out images are whole training images, whose sizes may differ.
+        return self._loader(self.val_set, self.hparams.eval_batch_size if self.cache_path is not None else 1)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, self.hparams.eval_batch_size)
@@ -343,10 +399,11 @@ class SIDDDataModule(TaskDataModule):
         return self._loader(self.predict_set, 1)  # a folder's images may differ in size
 
 
-SYNTH_TRAIN_IMAGES = ("astronaut", "coffee", "immunohistochemistry", "hubble_deep_field")
-# Held out: validation never sees a training scene. Photographs, like the training scenes (a synthetic
+# Five scenes: the configs hold one out of training to validate on (val_fraction 0.1, at least one), four train.
+SYNTH_TRAIN_IMAGES = ("astronaut", "coffee", "immunohistochemistry", "hubble_deep_field", "retina")
+# The test blocks: neither training nor validation sees these pictures. Photographs, like the training scenes (a synthetic
 # picture such as the colour wheel would measure something the training set does not teach).
-SYNTH_VAL_IMAGES = ("chelsea", "rocket")
+SYNTH_TEST_IMAGES = ("chelsea", "rocket")
 # Two captures per scene, as SIDD-Medium's _010 and _011: the same clean image under independent noise,
 # so a small set does not let the net memorise one noise draw per picture.
 SYNTH_CAPTURES = ("010", "011")
@@ -392,7 +449,7 @@ def _save_mat_v5(path: Path, key: str, blocks: np.ndarray) -> Path:
 
 @register_synth("denoise", "sidd")
 def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), blocks: int = 2, block: int = 64) -> list[Path]:
-    """OUT/SIDD: 4 training scenes of two 128x128 captures each and 2 held-out validation images x 2 blocks of 64x64.
+    """OUT/SIDD: 5 training scenes of two 128x128 captures each and 2 other images x 2 blocks of 64x64 in the validation .mat files.
 
     Same layout and file formats as SIDD-Medium + the validation .mat files (MATLAB v5), with
     ``realistic_noise`` on pictures that scikit-image ships.
@@ -406,9 +463,9 @@ def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), b
         for capture in SYNTH_CAPTURES:
             written.append(_save_png(scene / f"{index:04d}_GT_SRGB_{capture}.PNG", clean))
             written.append(_save_png(scene / f"{index:04d}_NOISY_SRGB_{capture}.PNG", realistic_noise(clean, rng)))
-    noisy_blocks = np.empty((len(SYNTH_VAL_IMAGES), blocks, block, block, 3), np.uint8)
+    noisy_blocks = np.empty((len(SYNTH_TEST_IMAGES), blocks, block, block, 3), np.uint8)
     clean_blocks = np.empty_like(noisy_blocks)
-    for image, picture in enumerate(SYNTH_VAL_IMAGES):
+    for image, picture in enumerate(SYNTH_TEST_IMAGES):
         clean = _skimage_picture(picture, (2 * block, 2 * block))
         noisy = realistic_noise(clean, rng)
         for index in range(blocks):  # SIDD's blocks are 256x256 windows of one full image

@@ -111,6 +111,11 @@ class ToyPatternDataModule(L.LightningDataModule):
             size=size, shift=shift, num_patterns=num_patterns, scales=tuple(scales), shapes=tuple(shapes), noise=noise
         )
 
+    @property
+    def validation_split(self) -> str:
+        """As ``TaskDataModule.validation_split``; here no checkpoint is chosen on validation (final weights)."""
+        return f"a held-out map (seed {self.hparams.heldout_seed}), also reported by test"
+
     def _maps(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         canvas, target = make_pattern_canvas(seed, **self._canvas_kwargs)
         shift, size = self.hparams.shift, self.hparams.size
