@@ -18,11 +18,10 @@ from torchvision import datasets, transforms
 
 from ..utils import atomic_path
 from .base import TaskDataModule
-from .images import open_rgb
+from .images import IMAGE_SUFFIXES, ImageAs, PredictFolder, open_rgb
 from .synth import register_synth
 
 SYNTH_HINT = "write a small synthetic set with `acda data synth cls --out data`"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 class _CIFAR10Files(datasets.CIFAR10):
@@ -82,23 +81,6 @@ def check_image_folders(root: Path) -> list[str]:
         different = sorted(set(classes["train"]) ^ set(classes["val"]))
         raise ValueError(f"imagenet: {root}/train and {root}/val hold different class folders (e.g. {different[:5]})")
     return classes["train"]
-
-
-class ImagesInFolder(Dataset):
-    """The images of one folder, for ``predict``: ``{"image", "name"}``."""
-
-    def __init__(self, root: Path, transform):
-        self.paths = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise FileNotFoundError(f"predict_root {root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        return {"image": self.transform(open_rgb(path)), "name": path.stem}
 
 
 class _Named(Dataset):
@@ -176,7 +158,7 @@ class ClassificationDataModule(TaskDataModule):
                 if not len(folder_set):
                     raise FileNotFoundError(f"imagenet: {self.root / split} holds no {'/'.join(IMAGE_SUFFIXES)} images; {SYNTH_HINT}")
         if self.hparams.predict_root:
-            self.predict_set = ImagesInFolder(Path(self.hparams.predict_root), eval_transform)
+            self.predict_set = PredictFolder(self.hparams.predict_root, ImageAs("image", eval_transform))
         else:
             self.predict_set = _Named(self.eval_set, "val" if dataset == "imagenet" else "test")
 
