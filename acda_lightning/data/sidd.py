@@ -291,7 +291,8 @@ class SIDDDataModule(TaskDataModule):
         return Path(cache_dir) / f"tiles{self.hparams.cache_tile}.h5" if cache_dir else None
 
     def prepare_data(self) -> None:
-        if self.cache_path is not None:
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"  # only training reads the tile cache
+        if self.cache_path is not None and fitting:
             build_patch_cache(SIDD(self.hparams.root, "train"), self.cache_path, self.hparams.cache_tile)
 
     def setup(self, stage: str | None = None) -> None:
