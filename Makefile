@@ -80,13 +80,11 @@ train-cls: $(INSTALLED)
 DENOISE_ARGS ?=
 DENOISE_NET ?=
 comma := ,
+DENOISE_RUNS := baseline_mse acda_mse acda_vdnet
 train-denoise: $(INSTALLED)
-	for run in baseline_mse acda_mse acda_vdnet; do \
-		conv=acda; [ $$run = baseline_mse ] && conv=conv; \
-		$(ACDA) fit -c tasks/denoise/sidd_$$run.yaml --data.root $(DATA_DIR)/SIDD \
-			--data.cache_dir $(DATA_DIR)/SIDD/cache --report.root $(REPORTS) $(DENOISE_ARGS) \
-			$(if $(DENOISE_NET),--model.net_kwargs "{conv: $$conv$(comma) $(DENOISE_NET)}") || exit 1; \
-	done
+	$(foreach run,$(DENOISE_RUNS),$(ACDA) fit -c tasks/denoise/sidd_$(run).yaml --data.root $(DATA_DIR)/SIDD \
+		--data.cache_dir $(DATA_DIR)/SIDD/cache --report.root $(REPORTS) $(DENOISE_ARGS) \
+		$(if $(DENOISE_NET),--model.net_kwargs "{conv: $(if $(filter baseline_%,$(run)),conv,acda)$(comma) $(DENOISE_NET)}") &&) true
 	$(ACDA) report --root $(REPORTS)
 
 test: $(INSTALLED)
