@@ -286,8 +286,8 @@ def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp
     assert np.asarray(Image.open(tmp_path / "out/shot.png")).shape == (30, 42, 3)
     model = Denoising.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():  # the file holds the checkpoint's 8-bit estimate of that photo
-        expected = model.restore(torch.from_numpy(np.asarray(Image.open(folder / "shot.png"))).permute(2, 0, 1)[None] / 255.0)
-    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "out/shot.png"))).permute(2, 0, 1)[None] / 255.0
+        expected = model.restore(torch.from_numpy(np.array(Image.open(folder / "shot.png"))).permute(2, 0, 1)[None] / 255.0)
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "out/shot.png"))).permute(2, 0, 1)[None] / 255.0
     assert (written - expected).abs().max() < 0.5 / 255
 
 
