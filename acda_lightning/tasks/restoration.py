@@ -94,21 +94,25 @@ class Restoration(TaskModule):
         for index, name in enumerate(batch["name"]):
             stem = name.replace("/", "__")
             written.append(write_png(Path(out_dir) / f"{stem}{self.output_suffix}.png", outputs["restored"][index]))
-            target = outputs["target"][index : index + 1] if "target" in outputs else None
-
-            def caption(label: str, key: str) -> str:
-                if target is None:
-                    return label
-                return f"{label}, PSNR {self.image_psnr(outputs[key][index : index + 1], target)[0].item():.2f} dB"
-
-            shown = [(caption(self.input_label, "input") if self.baseline_name == self.input_key else self.input_label, "input")]
-            if self.baseline_name != self.input_key:
-                shown.append((caption(self.baseline_name, "baseline"), "baseline"))
-            shown.append((caption("ours", "restored"), "restored"))
-            if target is not None:
-                shown.append((self.target_label, "target"))
-            panels = [(label, outputs[key][index].detach().clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()) for label, key in shown]
             figure = Path(out_dir) / f"{stem}{self.compare_suffix}.png"
-            image_grid([panels], figure, title=name)
+            image_grid([self._comparison(outputs, index)], figure, title=name)
             written.append(figure)
         return written
+
+    def _comparison(self, outputs: dict, index: int) -> list[tuple[str, object]]:
+        """(caption, HWC image) panels of image ``index``; the input is shown once when it is the baseline."""
+        target = outputs["target"][index : index + 1] if "target" in outputs else None
+
+        def scored(label: str, key: str) -> str:
+            if target is None:
+                return label
+            return f"{label}, PSNR {self.image_psnr(outputs[key][index : index + 1], target)[0].item():.2f} dB"
+
+        if self.baseline_name == self.input_key:
+            shown = [(scored(self.input_label, "input"), "input")]
+        else:
+            shown = [(self.input_label, "input"), (scored(self.baseline_name, "baseline"), "baseline")]
+        shown.append((scored("ours", "restored"), "restored"))
+        if target is not None:
+            shown.append((self.target_label, "target"))
+        return [(label, outputs[key][index].detach().clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()) for label, key in shown]
