@@ -1,7 +1,7 @@
 """The ``acda`` command: Lightning's fit/validate/test/predict on a YAML config, plus the project's tools.
 
     acda fit -c tasks/toy/acda.yaml [--trainer.max_epochs 5 ...] [--ckpt_path last]
-    acda test|validate -c CONFIG --ckpt_path CKPT;  acda predict -c CONFIG --ckpt_path CKPT --predict_dir OUT
+    acda test|validate -c CONFIG --ckpt_path CKPT;  acda predict -c CONFIG --ckpt_path CKPT [--predict_dir OUT]
     acda data synth <task> --out DIR
     acda report [--root reports]
     acda figures bases [--out reports/figures/bases.png]
@@ -49,7 +49,8 @@ Runs Lightning `{sub}` on one experiment config (tasks/<task>/<name>.yaml). Comm
   -c, --config FILE             the experiment (repeatable; later files override earlier ones)
   --ckpt_path PATH|last|auto    fit: resume (`last`: the newest run of this config, an error when there is
                                 none; `auto`: resume if possible, else start fresh); test/validate/predict:
-                                the weights to use (without it they run on untrained weights, marked so)
+                                the weights to use (predict refuses to run without them unless
+                                --allow_untrained)
   --trainer.max_epochs N, --trainer.max_steps N, --trainer.devices N, --trainer.strategy ddp,
   --trainer.accelerator cpu|gpu, --trainer.precision bf16-mixed, --trainer.fast_dev_run true
   --data.root DIR, --data.batch_size N, --data.num_workers N
@@ -57,7 +58,10 @@ Runs Lightning `{sub}` on one experiment config (tasks/<task>/<name>.yaml). Comm
   --report.name NAME            run name: reports/NAME/ and runs/NAME/<run_id>/
   --report.root DIR             where reports go (default reports/); --trainer.default_root_dir moves runs/
   --test_after_fit true|false   fit: test the best (or final) weights when training ends (default true)
-  --predict_dir DIR             predict: where outputs go (default predictions/<report.name>/)
+  --data.predict_root DIR       predict: a folder of images (default: the dataset's test split)
+  --predict_dir DIR             predict: where outputs go (default runs/<report.name>/<run_id>/predictions/)
+  --allow_untrained true        predict: run without --ckpt_path, on untrained weights; the outputs go to
+                                .../predictions_untrained/ beside an UNTRAINED.txt and the summary says so
   --seed_everything N           the seed (configs set one)
   --print_config                print the resolved config and exit
   --help-all                    every option Lightning accepts
@@ -75,7 +79,12 @@ class ACDACLI(LightningCLI):
         parser.add_lightning_class_args(ReportWriter, "report")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run `test` when `fit` ends")
         parser.add_argument(
-            "--predict_dir", type=Optional[str], default=None, help="predict: output folder (default predictions/<report.name>)"
+            "--predict_dir", type=Optional[str], default=None,
+            help="predict: output folder (default runs/<report.name>/<run_id>/predictions)",
+        )
+        parser.add_argument(
+            "--allow_untrained", type=bool, default=False,
+            help="predict: run without --ckpt_path on untrained weights (outputs marked UNTRAINED)",
         )
 
     def parse_arguments(self, parser, args) -> None:
@@ -116,6 +125,8 @@ class ACDACLI(LightningCLI):
         from .runs import RUN_ID_ENV
 
         config = self.config[self.subcommand]
+        if self.subcommand == "predict":
+            _check_predict_weights(config)
         self.run_dir = self.runs_dir / self.run_id
         config.trainer.default_root_dir = str(self.run_dir)
         os.environ[RUN_ID_ENV] = self.run_id  # the DDP ranks Lightning launches join this run
@@ -201,8 +212,10 @@ class ACDACLI(LightningCLI):
         ):
             callbacks.append(RichProgressBar())
         if self.subcommand == "predict":
-            out_dir = self.config.predict.predict_dir or f"predictions/{self.config.predict.report.name}"
-            callbacks.append(PredictionFiles(out_dir))
+            config = self.config.predict
+            untrained = config.ckpt_path is None
+            default_dir = self.run_dir / ("predictions_untrained" if untrained else "predictions")
+            callbacks.append(PredictionFiles(config.predict_dir or default_dir, untrained))
         return callbacks
 
     def before_fit(self) -> None:
@@ -227,11 +240,27 @@ class ACDACLI(LightningCLI):
         self._print_locations()
 
     def after_predict(self) -> None:
-        from .callbacks.run_state import PredictionFiles
+        from .callbacks.run_state import UNTRAINED_MARK, PredictionFiles
+        from .data.images import IMAGE_SUFFIXES
+        from .runs import RunError
 
-        if self.trainer.is_global_zero:
-            callback = next(c for c in self.trainer.callbacks if isinstance(c, PredictionFiles))
-            print(f"predictions: {callback.out_dir}/ ({len(callback.written)} files)")
+        if not self.trainer.is_global_zero:
+            return
+        files = next(c for c in self.trainer.callbacks if isinstance(c, PredictionFiles))
+        folder = getattr(self.datamodule, "predict_set", None)
+        failed, skipped = getattr(folder, "failed", {}), getattr(folder, "skipped", [])
+        total = files.images + len(failed)
+        line = f"predictions: {files.out_dir}/ ({files.images} of {total} images written, {len(files.written)} files)"
+        if files.untrained:
+            line += f"; UNTRAINED weights (--allow_untrained, no --ckpt_path): see {files.out_dir / UNTRAINED_MARK}"
+        print(line)
+        if skipped:
+            print(f"  skipped {len(skipped)} file(s) that are not images ({' '.join(IMAGE_SUFFIXES)}): {', '.join(skipped)}")
+        if failed:
+            raise RunError(
+                f"{len(failed)} of {total} images in {folder.root} cannot be read, the other {files.images} were "
+                f"written to {files.out_dir}/: {folder.failure_summary()}; replace or remove them and predict again"
+            )
 
     def _print_locations(self) -> None:
         if not self.trainer.is_global_zero:
@@ -248,6 +277,19 @@ class ACDACLI(LightningCLI):
             lines.append(f"  checkpoints: {self.run_dir / 'checkpoints'}/ (resume: add --ckpt_path last)")
             lines.append(f"  logs:        {self.run_dir}/ (tensorboard --logdir {self.runs_dir})")
         print("\n".join(lines))
+
+
+def _check_predict_weights(config) -> None:
+    """``acda predict`` uses trained weights: untrained ones only when asked for, so their outputs are never
+    mistaken for a model's."""
+    from .runs import RunError
+
+    if config.ckpt_path is None and not config.allow_untrained:
+        raise RunError(
+            f"acda predict needs the weights to predict with: add --ckpt_path CHECKPOINT (e.g. "
+            f"runs/{config.report.name}/<run_id>/checkpoints/best-*.ckpt, or `last` for the newest run); "
+            f"--allow_untrained true predicts with untrained weights, marked UNTRAINED"
+        )
 
 
 def _config_file_args(args: list[str]) -> list[str]:

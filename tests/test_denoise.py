@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from lightning.pytorch import Trainer
 from PIL import Image
 from torch.distributions import Gamma, InverseGamma, Normal, kl_divergence
 
@@ -288,17 +287,23 @@ def test_vdnet_training_stays_finite_then_report_and_predict(synthetic_sidd, tmp
     assert "39.32" in report and f"{record['metrics']['test/psnr']:.2f}" in report
     assert "sidd_baseline_mse" in report and "missing" in line
 
-    # acda predict's writer: a folder of PNGs in, denoised PNGs and before/after figures out
+    # acda predict on a folder of photos (PNG and JPEG) with the trained checkpoint: denoised PNGs and figures
     folder = tmp_path / "photos"
     _write_png(folder / "shot.png", np.random.default_rng(4).integers(0, 256, (30, 42, 3), dtype=np.uint8))
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (20, 26, 3), dtype=np.uint8)).save(folder / "phone.jpg")
     checkpoint = next((tmp_path / "runs").rglob("*.ckpt"))
-    model = Denoising.load_from_checkpoint(checkpoint, map_location="cpu")
-    data = SIDDDataModule(root=str(synthetic_sidd), predict_root=str(folder))
-    (batch_outputs,) = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).predict(model, datamodule=data)
-    batch = next(iter(data.predict_dataloader()))
-    written = model.write_predictions(batch_outputs, batch, tmp_path / "out")
-    assert [p.name for p in written] == ["shot.png", "shot_before_after.png"]
-    assert np.asarray(Image.open(written[0])).shape == (30, 42, 3)
+    main(["predict", "-c", "tasks/denoise/sidd_acda_vdnet.yaml", *_on_synthetic_sidd(synthetic_sidd, tmp_path),
+          "--model.net_kwargs", SMALL_NET, "--ckpt_path", str(checkpoint), "--data.predict_root", str(folder),
+          "--predict_dir", str(tmp_path / "out"), "--trainer.default_root_dir", str(tmp_path / "predict_runs"),
+          "--report.root", str(tmp_path / "reports"), "--trainer.enable_progress_bar", "false"])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "phone.png", "phone_before_after.png", "shot.png", "shot_before_after.png"]
+    assert np.asarray(Image.open(tmp_path / "out/shot.png")).shape == (30, 42, 3)
+    model = Denoising.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    with torch.no_grad():  # the file holds the checkpoint's 8-bit estimate of that photo
+        expected = model.restore(torch.from_numpy(np.array(Image.open(folder / "shot.png"))).permute(2, 0, 1)[None] / 255.0)
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "out/shot.png"))).permute(2, 0, 1)[None] / 255.0
+    assert (written - expected).abs().max() < 0.5 / 255
 
 
 @pytest.mark.slow

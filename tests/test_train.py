@@ -107,7 +107,7 @@ def test_predict_writes_the_tasks_outputs_through_the_cli(config, tmp_path, monk
     config = config.resolve()
     monkeypatch.chdir(synthetic_workdir(config.parent.name))
     out = tmp_path / "predictions"
-    main(["predict", "-c", str(config), "--predict_dir", str(out), "--trainer.enable_progress_bar", "false",
+    main(["predict", "-c", str(config), "--predict_dir", str(out), "--allow_untrained", "true", "--trainer.enable_progress_bar", "false",
           "--trainer.default_root_dir", str(tmp_path / "runs"), "--report.root", str(tmp_path / "reports")])
     files = [p for p in out.rglob("*") if p.is_file()]
     assert files and all(p.stat().st_size > 0 for p in files)

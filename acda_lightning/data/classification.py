@@ -21,11 +21,10 @@ from torchvision.datasets.utils import check_integrity
 
 from ..utils import atomic_path
 from .base import TaskDataModule
-from .images import open_rgb
+from .images import IMAGE_SUFFIXES, ImageAs, PredictFolder, open_rgb
 from .synth import register_synth
 
 SYNTH_HINT = "write a small synthetic set with `acda data synth classification --out data`"
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 
 
 # name -> (torchvision class: the file names and md5 sums of the official archive, number of classes, label key)
@@ -134,23 +133,6 @@ def check_image_folders(root: Path) -> list[str]:
         different = sorted(set(classes["train"]) ^ set(classes["val"]))
         raise ValueError(f"imagenet: {root}/train and {root}/val hold different class folders (e.g. {different[:5]})")
     return classes["train"]
-
-
-class ImagesInFolder(Dataset):
-    """The images of one folder, for ``predict``: ``{"image", "name"}``."""
-
-    def __init__(self, root: Path, transform):
-        self.paths = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.paths:
-            raise FileNotFoundError(f"predict_root {root} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        return {"image": self.transform(open_rgb(path)), "name": path.stem}
 
 
 class _Named(Dataset):
@@ -296,7 +278,7 @@ class ClassificationDataModule(TaskDataModule):
         self.val_set = LabelledSubset(training, val_indices, eval_transform)
         self.test_set = LabelledSubset(test, range(len(test)), eval_transform)
         if self.hparams.predict_root:
-            self.predict_set = ImagesInFolder(Path(self.hparams.predict_root), eval_transform)
+            self.predict_set = PredictFolder(self.hparams.predict_root, ImageAs("image", eval_transform))
         else:
             self.predict_set = _Named(self.test_set, "val" if self.hparams.dataset == "imagenet" else "test")
 

@@ -17,11 +17,10 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from ..utils import atomic_path
 from .base import TaskDataModule
 from .density import cached_density, density_key, gaussian_density, points_inside, sum_pool
-from .images import read_rgb
+from .images import IMAGE_SUFFIXES, PredictFolder, read_rgb, to_tensor
 from .synth import register_synth
 
 SYNTH_HINT = "write a small synthetic set in this layout with `acda data synth crowd --out data`"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def load_points(annotation: Path, key: str) -> np.ndarray:
@@ -186,21 +185,14 @@ class UCFQNRF(CrowdImages):
         super().__init__(items, "annPoints", min_size=min_size, max_size=max_size, **kwargs)
 
 
-class ImageFolder(Dataset):
-    """Unannotated images for ``predict``: ``{"image", "name", "count": nan}``, padded by ``transform``."""
+class UnannotatedImage:
+    """``make_sample`` of the predict folder: the image prepared by ``transform``, its count unknown (nan)."""
 
-    def __init__(self, root: str | Path, transform: Callable[[dict], dict]):
-        self.images = _images_in(Path(root))
-        if not self.images:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in predict folder {root}")
+    def __init__(self, transform: Callable[[dict], dict]):
         self.transform = transform
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict:
-        image = np.ascontiguousarray(read_rgb(self.images[index]).transpose(2, 0, 1), np.float32) / 255.0
-        sample = self.transform({"image": image, "count": math.nan, "name": self.images[index].stem})
+    def __call__(self, image) -> dict:
+        sample = self.transform({"image": to_tensor(image).numpy(), "count": math.nan})
         return {**sample, "image": torch.from_numpy(sample["image"])}
 
 
@@ -374,7 +366,7 @@ class CrowdDataModule(TaskDataModule):
             self.test_set = self.dataset("test", self.eval_transform)
         if stage == "predict":
             root = self.hparams.predict_root
-            self.predict_set = ImageFolder(root, self.eval_transform) if root else self.dataset("test", self.eval_transform)
+            self.predict_set = PredictFolder(root, UnannotatedImage(self.eval_transform)) if root else self.dataset("test", self.eval_transform)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(

@@ -12,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from ..utils import atomic_path
 from .base import TaskDataModule
-from .images import read_rgb
+from .images import ImageAs, PredictFolder, read_image, write_png
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
 
@@ -25,19 +23,6 @@ CAMERAS = ("Canon", "Nikon")
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 VERSIONS = ("v1", "v2", "v3")
 SYNTH_COMMAND = "acda data synth sr --out data"
-
-
-def read_png(path: Path) -> torch.Tensor:
-    """An 8-bit image as a (3, H, W) float32 tensor in [0, 1]; an unreadable file is one error naming it."""
-    return torch.from_numpy(read_rgb(path).astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
-def write_png(path: Path, image: torch.Tensor) -> Path:
-    """Save a (3, H, W) [0, 1] tensor as an 8-bit PNG, atomically."""
-    array = (image.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
-    return path
 
 
 def layout_error(root: Path, scale: int, version: str, problem: str) -> FileNotFoundError:
@@ -82,7 +67,7 @@ class RealSR(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         lr_path, hr_path = self.pairs[index]
-        lr, hr = read_png(lr_path), read_png(hr_path)
+        lr, hr = read_image(lr_path), read_image(hr_path)
         ratio = self.scale if self.version == "v3" else 1
         if tuple(hr.shape[-2:]) != (lr.shape[-2] * ratio, lr.shape[-1] * ratio):
             expected = f"{self.scale}x its LR" if ratio > 1 else "the size of its LR (RealSR v1/v2 store LR at HR size)"
@@ -104,21 +89,6 @@ class PairedPatches:
         hr, lr = paired_random_crop(sample["hr"], sample["lr"], self.patch_size, self.scale, name=sample["name"])
         hr, lr = augment([hr, lr])
         return {**sample, "hr": hr, "lr": lr}
-
-
-class LowResolutionFolder(Dataset):
-    """Every PNG of a folder as ``{"lr", "name"}``: super-resolve images that have no ground truth."""
-
-    def __init__(self, folder: str | Path):
-        self.paths = sorted(Path(folder).glob("*.png"))
-        if not self.paths:
-            raise FileNotFoundError(f"no *.png images in {folder} to super-resolve; point --data.predict_root at a folder of LR PNGs")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        return {"lr": read_png(self.paths[index]), "name": self.paths[index].stem}
 
 
 class RealSRDataModule(TaskDataModule):
@@ -162,12 +132,10 @@ class RealSRDataModule(TaskDataModule):
             kept = range(len(train) - hp.val_images)
             self.train_set = ConcatDataset([Subset(train, kept)] * hp.train_repeat)
             self.val_set = Subset(whole, range(len(train) - hp.val_images, len(train)))
-        if stage in ("test", "predict", None):
+        if stage in ("test", None) or (stage == "predict" and not hp.predict_root):
             self.test_set = RealSR(self.root, hp.scale, "test", hp.version)
-        if stage == "predict" and hp.predict_root:
-            self.predict_set = LowResolutionFolder(hp.predict_root)
-        elif stage == "predict":
-            self.predict_set = self.test_set
+        if stage == "predict":
+            self.predict_set = PredictFolder(hp.predict_root, ImageAs("lr")) if hp.predict_root else self.test_set
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True, drop_last=True)

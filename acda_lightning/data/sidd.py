@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..utils import atomic_path
 from .base import TaskDataModule
-from .images import read_rgb
+from .images import ImageAs, PredictFolder, read_rgb, to_tensor, write_png
 from .synth import register_synth
 from .transforms import augment, paired_random_crop
 
@@ -42,11 +42,6 @@ LAYOUT = (
 
 def _missing(path: Path, what: str) -> FileNotFoundError:
     return FileNotFoundError(f"{what} {path} not found; {LAYOUT}. {SYNTH_HINT}")
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def find_scene_pairs(root: Path) -> list[tuple[Path, Path]]:
@@ -177,7 +172,7 @@ class SIDD(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         noisy, clean, name = self.pair(index)
-        sample = {"noisy": _to_tensor(noisy), "clean": _to_tensor(clean), "name": name}
+        sample = {"noisy": to_tensor(noisy), "clean": to_tensor(clean), "name": name}
         return self.transform(sample) if self.transform else sample
 
 
@@ -296,27 +291,10 @@ class RandomPatches(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         noisy, clean, name = self.source.pair(index // self.patches_per_image)
-        clean, noisy = paired_random_crop(_to_tensor(clean), _to_tensor(noisy), self.patch_size, name=name)
+        clean, noisy = paired_random_crop(to_tensor(clean), to_tensor(noisy), self.patch_size, name=name)
         if self.augment:
             clean, noisy = augment([clean, noisy])
         return {"noisy": noisy, "clean": clean, "name": name}
-
-
-class PNGFolder(Dataset):
-    """Every PNG of a folder as ``{"noisy", "name"}``: the images ``acda predict`` denoises."""
-
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        self.paths = sorted(p for p in self.root.glob("*") if p.suffix.lower() == ".png") if self.root.is_dir() else []
-        if not self.paths:
-            raise FileNotFoundError(f"no PNG images in {self.root}; pass a folder of .png files as --data.predict_root")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.paths[index]
-        return {"noisy": _to_tensor(read_rgb(path)), "name": path.stem}
 
 
 class SIDDDataModule(TaskDataModule):
@@ -365,7 +343,8 @@ class SIDDDataModule(TaskDataModule):
         return Path(cache_dir) / f"tiles{self.hparams.cache_tile}.h5" if cache_dir else None
 
     def prepare_data(self) -> None:
-        if self.cache_path is not None:
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"  # only training reads the tile cache
+        if self.cache_path is not None and fitting:
             build_patch_cache(SIDD(self.hparams.root, "train"), self.cache_path, self.hparams.cache_tile)
 
     def setup(self, stage: str | None = None) -> None:
@@ -381,7 +360,7 @@ class SIDDDataModule(TaskDataModule):
         if stage in (None, "fit", "test") or (stage == "predict" and hp.predict_root is None):
             self.test_set = SIDD(hp.root, "test")
         if stage == "predict" and hp.predict_root is not None:
-            self.predict_set = PNGFolder(hp.predict_root)
+            self.predict_set = PredictFolder(hp.predict_root, ImageAs("noisy"))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
@@ -435,12 +414,6 @@ def _skimage_picture(name: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(picture[..., :3]).resize(size[::-1], Image.LANCZOS))
 
 
-def _save_png(path: Path, image: np.ndarray) -> Path:
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return path
-
-
 def _save_mat_v5(path: Path, key: str, blocks: np.ndarray) -> Path:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         scipy.io.savemat(handle, {key: blocks})
@@ -461,8 +434,8 @@ def synth_sidd(out: Path, seed: int, train_size: tuple[int, int] = (128, 128), b
         clean = _skimage_picture(picture, train_size)
         scene = root / "Data" / f"{index:04d}_001_SYN_{picture}"
         for capture in SYNTH_CAPTURES:
-            written.append(_save_png(scene / f"{index:04d}_GT_SRGB_{capture}.PNG", clean))
-            written.append(_save_png(scene / f"{index:04d}_NOISY_SRGB_{capture}.PNG", realistic_noise(clean, rng)))
+            written.append(write_png(scene / f"{index:04d}_GT_SRGB_{capture}.PNG", clean))
+            written.append(write_png(scene / f"{index:04d}_NOISY_SRGB_{capture}.PNG", realistic_noise(clean, rng)))
     noisy_blocks = np.empty((len(SYNTH_TEST_IMAGES), blocks, block, block, 3), np.uint8)
     clean_blocks = np.empty_like(noisy_blocks)
     for image, picture in enumerate(SYNTH_TEST_IMAGES):

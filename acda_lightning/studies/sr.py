@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 from ..paper import TABLE4
 from ..utils import write_json, write_text
 from . import register_study
@@ -13,8 +15,22 @@ SCALES = (2, 3, 4)
 VERSIONS = {"v1": "RealSR 2019 (v1)", "v3": "RealSR final (v3)"}
 
 
-def run_name(version: str, scale: int, conv: str = "acda") -> str:
-    return f"realsr_{version}_x{scale}" + ("_conv" if conv == "conv" else "")
+# The SR experiment configs (tasks/sr/*.yaml, beside the package): the study's runs are the ones they define.
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "tasks" / "sr"
+
+
+def configured_runs(config_dir: Path = CONFIG_DIR) -> dict[tuple[str, int, str], str]:
+    """(version, scale, conv) -> run name (``report.name``) of every SR config, read from the YAMLs themselves."""
+    configs = sorted(p for p in config_dir.glob("*.yaml") if not p.name.startswith("_"))
+    if not configs:
+        raise FileNotFoundError(f"no SR configs (*.yaml) in {config_dir}; the study reads its run list from them")
+    runs = {}
+    for path in configs:
+        config = yaml.safe_load(path.read_text())
+        model = config["model"]["init_args"]
+        net = model.get("net_kwargs") or {}
+        runs[(net.get("version", "v3"), model["scale"], net.get("conv", "acda"))] = config["report"]["name"]
+    return runs
 
 
 def _pair(value: tuple[float, float] | None) -> str:
@@ -24,7 +40,8 @@ def _pair(value: tuple[float, float] | None) -> str:
 @register_study("sr")
 def build_sr(root: Path) -> list[str]:
     """reports/sr/: metrics.json and report.md (our PSNR/SSIM, bicubic's, the conv baseline's, beside Table 4)."""
-    names = [run_name(v, s, conv) for v in VERSIONS for s in SCALES for conv in ("acda", "conv")]
+    configured = configured_runs()
+    names = list(configured.values())
     runs = {name: record for name in names if (record := load_run(root, name)) is not None}
     if not runs:
         return [missing_runs(root, "sr", names, "make train-sr SCALE=4 VERSION=v3", "tasks/sr/realsr_<v>_x<s>.yaml")]
@@ -37,22 +54,22 @@ def build_sr(root: Path) -> list[str]:
         metrics[f"{name}/steps"] = record["training"]["steps"]
     for version in VERSIONS:
         for scale in SCALES:
-            acda, conv = run_name(version, scale), run_name(version, scale, "conv")
+            acda, conv = configured.get((version, scale, "acda")), configured.get((version, scale, "conv"))
             if acda in runs and conv in runs:
                 metrics[f"{acda}/psnr_minus_conv"] = metrics[f"{acda}/psnr"] - metrics[f"{conv}/psnr"]
     out = root / "sr"
     write_json(out / "metrics.json", metrics)
-    write_text(out / "report.md", _markdown(metrics, runs, [n for n in names if n not in runs]))
+    write_text(out / "report.md", _markdown(metrics, runs, configured, [n for n in names if n not in runs]))
     return [f"sr: {out}/report.md ({len(runs)} of {len(names)} runs)"]
 
 
-def _ours(metrics: dict, name: str, prefix: str = "") -> tuple[float, float] | None:
-    if f"{name}/{prefix}psnr" not in metrics:
+def _ours(metrics: dict, name: str | None, prefix: str = "") -> tuple[float, float] | None:
+    if name is None or f"{name}/{prefix}psnr" not in metrics:
         return None
     return metrics[f"{name}/{prefix}psnr"], metrics[f"{name}/{prefix}ssim"]
 
 
-def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
+def _markdown(metrics: dict, runs: dict, configured: dict, missing: list[str]) -> str:
     lines = [
         "# Real-world super-resolution (paper Sec. 4.3, Table 4)",
         "",
@@ -71,7 +88,7 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
             "|---|---|---|---|---|---|",
         ]
         for scale in SCALES:
-            acda, conv = run_name(version, scale), run_name(version, scale, "conv")
+            acda, conv = configured.get((version, scale, "acda")), configured.get((version, scale, "conv"))
             lines.append(
                 f"| x{scale} | {_pair(_ours(metrics, acda))} | {_pair(_ours(metrics, conv))} | "
                 f"{_pair(_ours(metrics, acda, 'bicubic_') or _ours(metrics, conv, 'bicubic_'))} | "

@@ -26,26 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from ..data.images import quantize
 from ..plots import image_grid
 from ..losses import VDNetLoss
-from ..metrics import MeanPSNR, MeanSSIM, psnr
 from ..models import create_model
-from ..utils import atomic_path
-from .base import TaskModule
+from .restoration import Restoration
 
 OBJECTIVES = ("mse", "vdnet")
 FIGURE_IMAGES = 3
-
-
-def to_8bit(image: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to the 256 levels an sRGB PNG holds."""
-    return image.clamp(0, 1).mul(255).round().div(255)
-
-
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    return image.detach().float().permute(1, 2, 0).cpu().numpy()
 
 
 def denoiser_kwargs(net_kwargs: dict | None, objective: str) -> dict:
@@ -53,10 +42,11 @@ def denoiser_kwargs(net_kwargs: dict | None, objective: str) -> dict:
     return {**(net_kwargs or {}), **({"posterior": True} if objective == "vdnet" else {})}
 
 
-class Denoising(TaskModule):
+class Denoising(Restoration):
     """SIDD denoiser: ``net`` (a ``denoise_*`` model) trained with ``objective`` by Adam, step-decayed."""
 
-    checkpoint_monitor = ("val/psnr", "max")
+    input_key, target_key, input_label, target_label = "noisy", "clean", "noisy", "ground truth"
+    baseline_name, output_suffix, compare_suffix = "noisy", "", "_before_after"
 
     def __init__(
         self,
@@ -78,15 +68,17 @@ class Denoising(TaskModule):
         if objective == "vdnet":
             self.sigma_net = create_model(sigma_net, **(sigma_net_kwargs or {}))
             self.vdnet_loss = VDNetLoss(eps2, sigma_window)
-        for stage in ("val", "test"):
-            setattr(self, f"{stage}_psnr", MeanPSNR())
-            setattr(self, f"{stage}_ssim", MeanSSIM())
-        self.test_noisy_psnr, self.test_noisy_ssim = MeanPSNR(), MeanSSIM()
-        self.report_artifacts: dict = {}
 
     def denoise(self, noisy: torch.Tensor) -> torch.Tensor:
         """The clean estimate: the network's output (MSE) or the posterior mean mu (VDNet)."""
         return self.net(noisy)[:, : noisy.shape[1]]
+
+    def restore(self, noisy: torch.Tensor) -> torch.Tensor:
+        return quantize(self.denoise(noisy))
+
+    def baseline(self, noisy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The noisy input itself: the baseline every denoiser must beat."""
+        return noisy
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         noisy, clean = batch["noisy"], batch["clean"]
@@ -102,33 +94,16 @@ class Denoising(TaskModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy))
         return self.check_finite(loss, batch_idx)
 
-    def _score(self, stage: str, batch: dict) -> torch.Tensor:
-        denoised = to_8bit(self.denoise(batch["noisy"]))
-        getattr(self, f"{stage}_psnr")(denoised, batch["clean"])
-        getattr(self, f"{stage}_ssim")(denoised, batch["clean"])
-        self.log_dict({f"{stage}/psnr": getattr(self, f"{stage}_psnr"), f"{stage}/ssim": getattr(self, f"{stage}_ssim")},
-                      prog_bar=stage == "val", batch_size=len(denoised))
-        return denoised
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._score("val", batch)
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        denoised = self._score("test", batch)
-        self.test_noisy_psnr(batch["noisy"], batch["clean"])
-        self.test_noisy_ssim(batch["noisy"], batch["clean"])
-        self.log_dict({"test/noisy_psnr": self.test_noisy_psnr, "test/noisy_ssim": self.test_noisy_ssim},
-                      batch_size=len(denoised))
-        if batch_idx == 0:
-            shown = slice(0, FIGURE_IMAGES)
-            self.report_artifacts = {
-                "noisy": batch["noisy"][shown].float().cpu().numpy(),
-                "denoised": denoised[shown].float().cpu().numpy(),
-                "clean": batch["clean"][shown].float().cpu().numpy(),
-                "noisy_psnr": psnr(batch["noisy"][shown], batch["clean"][shown]).cpu().numpy(),
-                "denoised_psnr": psnr(denoised[shown], batch["clean"][shown]).cpu().numpy(),
-                "names": np.array(batch["name"][shown]),
-            }
+    def test_artifacts(self, batch: dict, denoised: torch.Tensor, noisy: torch.Tensor) -> dict:
+        shown = slice(0, FIGURE_IMAGES)
+        return {
+            "noisy": noisy[shown].float().cpu().numpy(),
+            "denoised": denoised[shown].float().cpu().numpy(),
+            "clean": batch["clean"][shown].float().cpu().numpy(),
+            "noisy_psnr": self.image_psnr(noisy[shown], batch["clean"][shown]).cpu().numpy(),
+            "denoised_psnr": self.image_psnr(denoised[shown], batch["clean"][shown]).cpu().numpy(),
+            "names": np.array(batch["name"][shown]),
+        }
 
     def report_figures(self, artifacts: dict, run_dir: Path) -> None:
         """figure.png: noisy / denoised / ground truth for the first test blocks, with their PSNRs."""
@@ -144,22 +119,6 @@ class Denoising(TaskModule):
             )
         ]
         image_grid(rows, run_dir / "figure.png", title=f"SIDD denoising: {type(self.net).__name__}, {self.hparams.objective}")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"denoised": to_8bit(self.denoise(batch["noisy"]))}
-
-    def write_predictions(self, outputs: dict, batch: dict, out_dir: Path) -> list[Path]:
-        """``<name>.png`` (the denoised image) and ``<name>_before_after.png`` for every image of the batch."""
-        written = []
-        for name, noisy, denoised in zip(batch["name"], batch["noisy"], outputs["denoised"]):
-            stem = name.replace("/", "__")
-            path = Path(out_dir) / f"{stem}.png"
-            with atomic_path(path) as tmp:
-                Image.fromarray((_hwc(denoised) * 255).round().astype(np.uint8)).save(tmp, format="PNG")
-            figure = Path(out_dir) / f"{stem}_before_after.png"
-            image_grid([[("noisy", _hwc(noisy.clamp(0, 1))), ("denoised", _hwc(denoised))]], figure, title=name)
-            written += [path, figure]
-        return written
 
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

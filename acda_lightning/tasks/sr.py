@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.images import quantize
 from ..plots import image_grid
-from ..data.realsr import write_png
-from ..metrics import MeanPSNR, MeanSSIM, psnr
-from .base import TaskModule
+from .restoration import Restoration
 
 LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss}
-
-
-def quantize(image: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] and round to 8 bits: images are evaluated as the PNGs they would be saved as."""
-    return (image.clamp(0, 1) * 255).round() / 255
 
 
 def bicubic_baseline(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -26,6 +21,26 @@ def bicubic_baseline(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(lr.shape[-2:]) == tuple(size):
         return lr
     return F.interpolate(lr, size=size, mode="bicubic", align_corners=False)
+
+
+def receptive_radius(net: torch.nn.Module) -> float:
+    """An upper bound, in input pixels, on how far from an output pixel's position an input pixel can affect it.
+
+    Sums the half-width of every convolution (dynamic layers' windows and their generators' kernels
+    alike, as if in series) at the resolution it works at (pixel-(un)shuffles change it), plus the
+    2-pixel support of the bicubic upsampling a global residual may apply: tiles overlapping by this
+    much give whole-image results.
+    """
+    radius, scale = 2.0, 1.0
+    for module in net.modules():
+        if isinstance(module, torch.nn.PixelUnshuffle):
+            scale *= module.downscale_factor
+        elif isinstance(module, torch.nn.PixelShuffle):
+            scale /= module.upscale_factor
+        elif isinstance(getattr(module, "kernel_size", None), (int, tuple)):
+            size, dilation = (torch.nn.modules.utils._pair(getattr(module, key, 1)) for key in ("kernel_size", "dilation"))
+            radius += max((k - 1) // 2 * d for k, d in zip(size, dilation)) * scale
+    return radius
 
 
 def tiled_forward(net: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, upscale: int, align: int) -> torch.Tensor:
@@ -57,17 +72,20 @@ def tiled_forward(net: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int
     return output
 
 
-class SuperResolution(TaskModule):
+class SuperResolution(Restoration):
     """Train on LR/HR patches with MSE (or L1), Adam and a cosine schedule; evaluate whole images.
 
     - PSNR/SSIM on the BT.601 Y channel (``y_channel``) with ``crop_border`` px cut from each side
       (None: the scale, as RealSR and the paper report); the bicubic baseline is measured on the
       same images and logged beside ours (``test/bicubic_psnr``, ``test/bicubic_ssim``).
-    - ``tile``: run evaluation and prediction on overlapping tiles of that many LR pixels
-      (None: whole images); ``tile_overlap`` must cover the net's receptive-field radius.
+    - ``tile``: evaluation and prediction run on overlapping tiles of at most ``tile`` x ``tile`` LR
+      pixels, so memory stays bounded on large images (smaller images go whole; None: always whole);
+      ``tile_overlap`` (None: the net's ``receptive_radius``, rounded up to its pixel-unshuffle factor)
+      must cover the receptive field for tiles to match whole-image output.
     """
 
-    checkpoint_monitor = ("val/psnr", "max")
+    input_key, target_key, input_label, target_label = "lr", "hr", "LR", "HR"
+    baseline_name, output_suffix, compare_suffix = "bicubic", "_SR", "_compare"
 
     def __init__(
         self,
@@ -80,98 +98,47 @@ class SuperResolution(TaskModule):
         min_lr_ratio: float = 0.01,
         crop_border: int | None = None,
         y_channel: bool = True,
-        tile: int | None = None,
-        tile_overlap: int = 48,
+        tile: int | None = 512,
+        tile_overlap: int | None = None,
     ):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-        super().__init__(net, {"scale": scale, **(net_kwargs or {})})
+        border = scale if crop_border is None else crop_border
+        super().__init__(net, {"scale": scale, **(net_kwargs or {})}, crop_border=border, y_channel=y_channel)
         self.save_hyperparameters()
-        self.crop_border = scale if crop_border is None else crop_border
+        self.crop_border = border
         self.loss_fn = LOSSES[loss]
-        metric_args = dict(crop_border=self.crop_border, y_channel=y_channel)
-        self.val_psnr, self.val_ssim = MeanPSNR(**metric_args), MeanSSIM(**metric_args)
-        self.test_psnr, self.test_ssim = MeanPSNR(**metric_args), MeanSSIM(**metric_args)
-        self.test_bicubic_psnr, self.test_bicubic_ssim = MeanPSNR(**metric_args), MeanSSIM(**metric_args)
-        self.report_artifacts: dict = {}
 
     def restore(self, lr: torch.Tensor) -> torch.Tensor:
         """The 8-bit super-resolved image, whole or tiled."""
         if self.hparams.tile is None:
             return quantize(self.net(lr))
         upscale, align = getattr(self.net, "upscale", 1), getattr(self.net, "down", 1)
-        return quantize(tiled_forward(self.net, lr, self.hparams.tile, self.hparams.tile_overlap, upscale, align))
+        overlap = self.hparams.tile_overlap
+        if overlap is None:
+            overlap = math.ceil(receptive_radius(self.net) / align) * align
+        return quantize(tiled_forward(self.net, lr, self.hparams.tile, overlap, upscale, align))
+
+    def baseline(self, lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return quantize(bicubic_baseline(lr, size))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss_fn(self(batch["lr"]), batch["hr"])
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["lr"]))
         return self.check_finite(loss, batch_idx)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        sr = self.restore(batch["lr"])
-        self.val_psnr(sr, batch["hr"])
-        self.val_ssim(sr, batch["hr"])
-        self.log_dict({"val/psnr": self.val_psnr, "val/ssim": self.val_ssim}, prog_bar=True, batch_size=len(sr))
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_artifacts(self, batch: dict, sr: torch.Tensor, bicubic: torch.Tensor) -> dict:
         lr, hr = batch["lr"], batch["hr"]
-        sr, bicubic = self.restore(lr), quantize(bicubic_baseline(lr, hr.shape[-2:]))
-        for metric, image in (
-            (self.test_psnr, sr),
-            (self.test_ssim, sr),
-            (self.test_bicubic_psnr, bicubic),
-            (self.test_bicubic_ssim, bicubic),
-        ):
-            metric(image, hr)
-        self.log_dict(
-            {
-                "test/psnr": self.test_psnr,
-                "test/ssim": self.test_ssim,
-                "test/bicubic_psnr": self.test_bicubic_psnr,
-                "test/bicubic_ssim": self.test_bicubic_ssim,
-            },
-            batch_size=len(sr),
-        )
-        if batch_idx == 0:
-            as_image = lambda t: t[0].detach().float().permute(1, 2, 0).cpu().numpy()  # noqa: E731
-            self.report_artifacts = {
-                "name": np.array(batch["name"][0]),
-                "lr": as_image(lr.clamp(0, 1)),
-                "bicubic": as_image(bicubic),
-                "sr": as_image(sr),
-                "hr": as_image(hr),
-                "bicubic_psnr": self._psnr(bicubic, hr)[0].item(),
-                "sr_psnr": self._psnr(sr, hr)[0].item(),
-            }
-
-    def _psnr(self, image: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-        return psnr(image, hr, crop_border=self.crop_border, y_channel=self.hparams.y_channel)
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        lr = batch["lr"]
-        sr = self.restore(lr)
-        outputs = {"lr": lr, "sr": sr, "bicubic": quantize(bicubic_baseline(lr, sr.shape[-2:]))}
-        if "hr" in batch:
-            outputs["hr"] = batch["hr"]
-        return outputs
-
-    def write_predictions(self, outputs: dict, batch, out_dir: Path) -> list[Path]:
-        """``<name>_SR.png`` per image, and ``<name>_compare.png`` (LR, bicubic, ours, HR with PSNR, as Fig. 9) when HR is known."""
-        written = []
-        for index, name in enumerate(batch["name"]):
-            written.append(write_png(out_dir / f"{name}_SR.png", outputs["sr"][index]))
-            if "hr" not in outputs:
-                continue
-            hr = outputs["hr"][index : index + 1]
-            panels = [("LR", outputs["lr"][index])]
-            for label, key in (("bicubic", "bicubic"), ("ours", "sr")):
-                value = self._psnr(outputs[key][index : index + 1], hr)[0].item()
-                panels.append((f"{label}, PSNR {value:.2f} dB", outputs[key][index]))
-            panels.append(("HR", outputs["hr"][index]))
-            path = out_dir / f"{name}_compare.png"
-            image_grid([[(caption, image.detach().permute(1, 2, 0).float().cpu().numpy()) for caption, image in panels]], path)
-            written.append(path)
-        return written
+        as_image = lambda t: t[0].detach().float().permute(1, 2, 0).cpu().numpy()  # noqa: E731
+        return {
+            "name": np.array(batch["name"][0]),
+            "lr": as_image(lr.clamp(0, 1)),
+            "bicubic": as_image(bicubic),
+            "sr": as_image(sr),
+            "hr": as_image(hr),
+            "bicubic_psnr": self.image_psnr(bicubic, hr)[0].item(),
+            "sr_psnr": self.image_psnr(sr, hr)[0].item(),
+        }
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
