@@ -24,12 +24,13 @@ def randomised(layer):
     return layer
 
 
-def _reference_output(layer, x):
+def reference_output(layer, x):
     atoms = layer.dynamic_atoms(x)
-    return acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
+    args = (layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+    return acda_reference(x, atoms, *args)
 
 
-def _grads(layer, x, output, cotangent):
+def grads(layer, x, output, cotangent):
     params = [x, *layer.parameters()]
     return torch.autograd.grad((output * cotangent).sum(), params)
 
@@ -55,14 +56,14 @@ def test_every_impl_equals_reference_forward_and_gradients(
         ACDAConv2d(3, 4, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, generator=generator)
     ).double()
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
-    expected = _reference_output(layer, x)
+    expected = reference_output(layer, x)
     cotangent = torch.randn_like(expected)
-    expected_grads = _grads(layer, x, expected, cotangent)
+    expected_grads = grads(layer, x, expected, cotangent)
     for impl in IMPLS:
         layer.impl = impl
         output = layer(x)
         torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-10, msg=f"impl={impl}")
-        for got, want in zip(_grads(layer, x, output, cotangent), expected_grads):
+        for got, want in zip(grads(layer, x, output, cotangent), expected_grads):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"impl={impl} gradient")
 
 
