@@ -204,8 +204,9 @@ class ACDAConv2d(nn.Module):
         span_w = (out_w - 1) * self.stride + self.gen_kernel
         height, width = x.shape[-2:]
         shifts = (-start, start + span_w - width, -start, start + span_h - height)
-        if any(shifts):
-            x = F.pad(x, shifts)  # negative amounts crop
+        # negative amounts crop; when traced for export the amounts are symbolic (they depend on the size)
+        if any(shifts) or torch.jit.is_tracing():
+            x = F.pad(x, shifts)
         alpha = self.atom_generator(x)
         return alpha.reshape(x.shape[0], self.num_atoms, self.num_bases, out_h, out_w)
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 
 def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
-    batch, channels = x.shape[:2]
+    batch = x.shape[0]
+    # from A's (static) shape, not x's: traced for ONNX, the basis filter then has a constant shape
+    channels = coefficients.shape[1] * groups
     num_atoms, num_bases = alpha.shape[1:3]
     out_h, out_w = alpha.shape[-2:]
     if bases is None:  # atoms predicted directly: the "bases" are the k*k one-hot filters
