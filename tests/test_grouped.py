@@ -1,5 +1,7 @@
 """Grouped and depthwise ACDAConv2d: nn.Conv2d(groups=g) geometry, the naive reference, equivariance."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -91,3 +93,14 @@ def test_depthwise_translation_equivariance(impl):
 def test_groups_not_dividing_the_channels_raise_value_error(in_channels, out_channels, groups, message):
     with pytest.raises(ValueError, match=message):
         ACDAConv2d(in_channels, out_channels, 3, groups=groups)
+
+
+def test_bench_layer_depthwise_times_depthwise_acda_against_depthwise_conv(capsys):
+    from acda_lightning.cli import main
+
+    main(["bench", "layer", "--groups", "depthwise", "--quick", "--impls", "basis", "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)["layer_rows"]
+    assert {row["layer"] for row in rows} == {"conv", "acda_basis"}  # the baselines have no depthwise form
+    assert all(row["groups"] == row["channels"] for row in rows)
+    conv = next(row for row in rows if row["layer"] == "conv" and row["mode"] == "forward_backward")
+    assert conv["parameters"] == conv["channels"] * (conv["kernel_size"] ** 2 + 1)  # a depthwise conv's weights
