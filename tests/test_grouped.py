@@ -104,3 +104,17 @@ def test_bench_layer_depthwise_times_depthwise_acda_against_depthwise_conv(capsy
     assert all(row["groups"] == row["channels"] for row in rows)
     conv = next(row for row in rows if row["layer"] == "conv" and row["mode"] == "forward_backward")
     assert conv["parameters"] == conv["channels"] * (conv["kernel_size"] ** 2 + 1)  # a depthwise conv's weights
+
+
+def test_depthwise_study_puts_conv_and_acda_side_by_side():
+    from acda_lightning.studies.depthwise import depthwise_study, markdown
+
+    result = depthwise_study(train_images=16, test_images=8, epochs=1, seeds=(0,), channels=8, size=16)
+    conv, acda = result["conv"], result["acda"]
+    assert conv["mixer_parameters"] == 2 * 8 * (7 * 7 + 1)  # two depthwise 7x7 convs with bias
+    acda_layer = ACDAConv2d(8, 8, 7, groups=8)
+    assert acda["mixer_parameters"] == 2 * sum(p.numel() for p in acda_layer.parameters())
+    assert acda["parameters"] - conv["parameters"] == acda["mixer_parameters"] - conv["mixer_parameters"]
+    assert all(0 <= a <= 1 for a in conv["accuracy"] + acda["accuracy"])
+    table = markdown(result)
+    assert "depthwise 7x7 ACDA" in table and f"{acda['parameters']:,}" in table
