@@ -98,9 +98,10 @@ def test_groups_not_dividing_the_channels_raise_value_error(in_channels, out_cha
 def test_bench_layer_depthwise_times_depthwise_acda_against_depthwise_conv(capsys):
     from acda_lightning.cli import main
 
-    main(["bench", "layer", "--groups", "depthwise", "--quick", "--impls", "basis", "--format", "json"])
+    main(["bench", "layer", "--groups", "depthwise", "--quick", "--impls", "basis", "fused", "--format", "json"])
     rows = json.loads(capsys.readouterr().out)["layer_rows"]
-    assert {row["layer"] for row in rows} == {"conv", "acda_basis"}  # the baselines have no depthwise form
+    # the baselines have no depthwise form; "fused" has no groups yet (a grouped layer runs it on "basis")
+    assert {row["layer"] for row in rows} == {"conv", "acda_basis"}
     assert all(row["groups"] == row["channels"] for row in rows)
     conv = next(row for row in rows if row["layer"] == "conv" and row["mode"] == "forward_backward")
     assert conv["parameters"] == conv["channels"] * (conv["kernel_size"] ** 2 + 1)  # a depthwise conv's weights
