@@ -7,6 +7,7 @@
     acda figures bases [--out reports/figures/bases.png]
     acda models [PATTERN]
     acda bench layer|table6|table7|train [--device cpu|cuda] [--format md|json]
+    acda export -c CONFIG --ckpt_path CKPT --format onnx|exported --out FILE
 """
 
 from __future__ import annotations
@@ -364,6 +365,9 @@ def _tools_parser() -> argparse.ArgumentParser:
     from .bench import add_arguments
 
     add_arguments(commands.add_parser("bench", help="time/memory/FLOPs of ACDA vs conv (paper Tables 6-7)"))
+    from .export import add_parser as add_export_parser
+
+    add_export_parser(commands)
     return parser
 
 
@@ -373,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         run_lightning(argv)
         return 0
-    args = _tools_parser().parse_args(argv)
+    parser = _tools_parser()
+    args, overrides = parser.parse_known_args(argv)
+    if overrides and args.command != "export":  # only export passes config overrides on (to the model's parser)
+        parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if args.command == "data":
         from .data.synth import synthesize
 
@@ -404,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
                     for source, value in getattr(model, "paper_parameters", {}).items()
                 )
                 print(f"{name:16s} {conv:5s} {count:>12,d}  {paper or '-'}")
+    elif args.command == "export":
+        from .export import export
+
+        print(export(args, overrides))
     elif args.command == "bench":
         from .bench import run
 

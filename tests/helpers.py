@@ -21,9 +21,13 @@ def randomised(layer):
 
 def reference_and_grads(layer, x, cotangent):
     """The naive per-pixel reference's output for ``layer`` on ``x`` and the gradients of <output, cotangent>
-    with respect to x and every parameter (in ``layer.parameters()`` order)."""
+    with respect to x and every parameter (in ``layer.parameters()`` order); no gradients for ``cotangent=None``."""
     atoms = layer.dynamic_atoms(x)
-    output = acda_reference(x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation)
+    output = acda_reference(
+        x, atoms, layer.coefficients, layer.bias, layer.stride, layer.padding, layer.dilation, layer.groups
+    )
+    if cotangent is None:
+        return output, None
     return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
 
 

@@ -38,7 +38,7 @@ class _Strict(nn.Conv2d):
 
 def test_to_acda_reports_every_skipped_conv_and_why(caplog):
     model = nn.Sequential(
-        nn.Conv2d(4, 4, 3, groups=2, padding=1),
+        nn.Conv2d(4, 4, 4, groups=4, padding=2),
         nn.Conv2d(4, 4, (3, 5), padding=(1, 2)),
         nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"),
         _Strict(4, 4, 3, padding=1),
@@ -51,14 +51,14 @@ def test_to_acda_reports_every_skipped_conv_and_why(caplog):
     assert model[5].padding == 2 and model[5].bias is None
     skipped = model.acda_conversion.skipped
     assert skipped == {
-        "0": "grouped (groups=2)",
+        "0": "kernel size 4 not requested (kernel_sizes=[3, 5, 7])",
         "1": "non-square kernel (3, 5)",
         "2": "padding_mode='reflect' (ACDA pads with zeros)",
         "3": "_Strict is a subclass of nn.Conv2d",
         "4": "unequal padding (1, 0)",
     }
     assert model.acda_conversion.converted == ["5"]
-    assert "converted 1 conv(s), skipped 5" in caplog.text and "grouped (groups=2)" in caplog.text
+    assert "converted 1 conv(s), skipped 5" in caplog.text and "kernel size 4 not requested" in caplog.text
 
 
 def test_even_kernel_same_padding_keeps_the_output_size_or_is_skipped():
@@ -147,6 +147,19 @@ def test_conv_init_is_exact_where_the_conv_is_in_the_span():
     to_acda(model, init="conv", num_atoms=2)
     assert model.acda_conversion.filter_errors["0"] < 1e-5
     torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("in_channels, out_channels, groups", [(4, 4, 4), (4, 6, 2), (3, 6, 3)])
+def test_grouped_and_depthwise_convs_convert_and_conv_init_projects_them(in_channels, out_channels, groups):
+    # bases=None and 9 atoms: the atoms (shared by the groups) span every 3x3 filter, so the projection is exact.
+    model = nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1, groups=groups)).double()
+    x = torch.randn(2, in_channels, 8, 8, dtype=torch.float64)
+    expected = model(x)
+    to_acda(model, init="conv", bases=None, num_atoms=9)
+    layer = model[0]
+    assert isinstance(layer, ACDAConv2d) and layer.groups == groups and model.acda_conversion.converted == ["0"]
+    assert model.acda_conversion.filter_errors["0"] < 1e-10
+    torch.testing.assert_close(model(x), expected)
 
 
 def test_conv_init_refuses_the_released_generator_and_unknown_inits():

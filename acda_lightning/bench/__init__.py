@@ -28,8 +28,12 @@ def layer_settings(args):
     from . import layer
 
     settings = layer.LayerSettings(batch=args.batch or 2, repeats=args.repeats, warmup=args.warmup)
+    if args.groups == "depthwise":  # the ConvNeXt-style layer: 7x7, 256 channels, 56x56
+        settings = layer.LayerSettings(kernel_sizes=[7], channels=[256], sizes=[56], batch=settings.batch,
+                                       warmup=settings.warmup, repeats=settings.repeats)  # fmt: skip
     if args.quick:
         settings = layer.LayerSettings(kernel_sizes=[3], channels=[4], sizes=[8], batch=1, warmup=0, repeats=1)
+    settings.depthwise = args.groups == "depthwise"
     for key in ("kernel_sizes", "channels", "sizes", "impls"):
         if getattr(args, key):
             setattr(settings, key, getattr(args, key))
@@ -79,6 +83,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="input height = width")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--impls", nargs="+", help="ACDA impls to include (layer view)")
+    parser.add_argument("--groups", choices=["dense", "depthwise"], default="dense",
+                        help="layer view: depthwise = nn.Conv2d(groups=C) vs depthwise ACDA (default 7x7, 256 ch, 56x56)")
     parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..nn import ACDAConv2d
 from ..nn.baselines import BASELINES, dfn_filter_bytes
-from ..nn.kernels import device_impls, fused, resolve_impl, triton_acda
+from ..nn.kernels import IMPLEMENTATIONS, device_impls, fused, resolve_impl, triton_acda
 from .measure import interleaved_times, peak_memory, ratio_summaries
 
 MODES = ("forward", "forward_backward", "inference")
@@ -24,21 +24,26 @@ class LayerSettings:
     warmup: int = 1
     repeats: int = 5
     impls: list[str] | None = None  # None: every impl offered on the device (kernels.device_impls)
+    depthwise: bool = False  # groups = channels for nn.Conv2d and ACDA (the baselines have no groups)
     # DFN's per-pixel filters beyond this are reported as out of memory instead of being allocated.
     memory_limit_bytes: int = 8 << 30
 
 
 def candidates(
-    channels: int, kernel_size: int, impls: list[str], device: torch.device | str = "cpu"
+    channels: int, kernel_size: int, impls: list[str], device: torch.device | str = "cpu", depthwise: bool = False
 ) -> dict[str, nn.Module]:
-    """nn.Conv2d, ACDA with each impl that can run here (others are left out), and the baselines."""
+    """nn.Conv2d, ACDA with each impl that can run here (others are left out), and the baselines
+    (depthwise: nn.Conv2d and ACDA with groups = channels on the impls that take groups, no baselines)."""
     padding = kernel_size // 2
-    layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding)}
+    groups = channels if depthwise else 1
+    layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding, groups=groups)}
     for impl in impls:
         if (impl == "fused" and not fused.available()) or (impl == "triton" and not triton_acda.available(device)):
             continue
-        layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl)
-    for name, baseline in BASELINES.items():
+        if depthwise and not getattr(IMPLEMENTATIONS[impl], "supports_groups", False):
+            continue  # the layer would run it on "basis": a second "basis" row under another name
+        layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl, groups=groups)
+    for name, baseline in {} if depthwise else BASELINES.items():
         layers[name] = baseline(channels, channels, kernel_size, padding=padding)
     return layers
 
@@ -68,7 +73,7 @@ def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
         for size in settings.sizes:
             x = torch.randn(settings.batch, channels, size, size, device=device, requires_grad=True)
             for kernel_size in settings.kernel_sizes:
-                layers = candidates(channels, kernel_size, impls, device)
+                layers = candidates(channels, kernel_size, impls, device, settings.depthwise)
                 layers = {name: layer.to(device) for name, layer in layers.items()}
                 predicted_dfn = dfn_filter_bytes(settings.batch, channels, channels, kernel_size, size, size)
                 skipped = {"dfn"} if predicted_dfn > settings.memory_limit_bytes else set()
@@ -84,6 +89,7 @@ def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
                             "channels": channels,
                             "size": size,
                             "batch": settings.batch,
+                            "groups": channels if settings.depthwise else 1,
                             "mode": mode,
                             "layer": name,
                             "auto": name == f"acda_{auto}",

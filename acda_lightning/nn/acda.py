@@ -41,6 +41,13 @@ class ACDAConv2d(nn.Module):
     ReLU, 3x3 conv to num_atoms*K, its weights zero-initialised); ``"release"`` is the
     authors' released layer (3x3 conv to max(gen_hidden, num_atoms*K/2), BatchNorm, Tanh,
     3x3 conv, BatchNorm, Tanh, so alpha lies in (-1, 1); A Kaiming-normal fan_out, bias zero).
+
+    ``groups`` has ``nn.Conv2d``'s geometry: output channel o sees only the C/groups input
+    channels of its group, A is (O, C/groups, m), and the per-pixel atoms (predicted from all
+    input channels) are shared by every group. Depthwise (groups = C = O) is
+    y_c = sum_a A[c, a] (D_a * x_c), a per-pixel adaptive depthwise filter from m atoms.
+    Grouped layers run on implementations that support groups ("basis", "unfold"); a
+    grouped layer with impl "fused" or "triton" (or "auto" choosing them) runs "basis".
     """
 
     def __init__(
@@ -59,6 +66,7 @@ class ACDAConv2d(nn.Module):
         gen_hidden: int = 64,
         impl: str = "auto",
         generator: str = "paper",
+        groups: int = 1,
     ) -> None:
         super().__init__()
         kernel_size = _square("kernel_size", kernel_size)
@@ -72,9 +80,13 @@ class ACDAConv2d(nn.Module):
             ("dilation", dilation),
             ("num_atoms", num_atoms),
             ("gen_hidden", gen_hidden),
+            ("groups", groups),
         ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if value % groups:
+                raise ValueError(f"{name} must be divisible by groups, got {name}={value} and groups={groups}")
         padding = dilation * (kernel_size - 1) // 2 if padding is None else _square("padding", padding)
         if padding < 0:
             raise ValueError(f"padding must be >= 0, got {padding}")
@@ -89,6 +101,7 @@ class ACDAConv2d(nn.Module):
         self.stride = stride
         self.padding = padding
         self.dilation = dilation
+        self.groups = groups
         self.num_atoms = num_atoms
         self.impl = impl
         self.generator = generator
@@ -124,12 +137,12 @@ class ACDAConv2d(nn.Module):
                 nn.BatchNorm2d(predicted),
                 nn.Tanh(),
             )
-        self.coefficients = nn.Parameter(torch.empty(out_channels, in_channels, num_atoms))
+        self.coefficients = nn.Parameter(torch.empty(out_channels, in_channels // groups, num_atoms))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        fan_in = self.in_channels * self.num_atoms
+        fan_in = self.in_channels // self.groups * self.num_atoms
         if self.generator == "release":
             nn.init.kaiming_normal_(self.coefficients.view(self.out_channels, fan_in, 1, 1), mode="fan_out")
             if self.bias is not None:
@@ -191,8 +204,9 @@ class ACDAConv2d(nn.Module):
         span_w = (out_w - 1) * self.stride + self.gen_kernel
         height, width = x.shape[-2:]
         shifts = (-start, start + span_w - width, -start, start + span_h - height)
-        if any(shifts):
-            x = F.pad(x, shifts)  # negative amounts crop
+        # negative amounts crop; when traced for export the amounts are symbolic (they depend on the size)
+        if any(shifts) or torch.jit.is_tracing():
+            x = F.pad(x, shifts)
         alpha = self.atom_generator(x)
         return alpha.reshape(x.shape[0], self.num_atoms, self.num_bases, out_h, out_w)
 
@@ -208,6 +222,11 @@ class ACDAConv2d(nn.Module):
         alpha = self.basis_coefficients(x)
         out_pixels = alpha.shape[-1] * alpha.shape[-2]
         implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels)]
+        grouping = {}
+        if self.groups > 1:
+            if not getattr(implementation, "supports_groups", False):
+                implementation = IMPLEMENTATIONS["basis"]
+            grouping["groups"] = self.groups
         return implementation(
             x,
             alpha,
@@ -218,13 +237,14 @@ class ACDAConv2d(nn.Module):
             self.padding,
             self.dilation,
             self.kernel_size,
+            **grouping,
         )
 
     def extra_repr(self) -> str:
         bases = f"fourier_bessel, scales={self.scales}" if self.bases is not None else "None"
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
             f"bias={self.bias is not None}, num_atoms={self.num_atoms}, bases={bases}, "
             f"generator={self.generator}, impl={self.impl}"
         )

@@ -36,8 +36,6 @@ def _skip_reason(conv: nn.Conv2d, kernel_sizes: set[int]) -> str | None:
     if type(conv) is not nn.Conv2d:
         return f"{type(conv).__name__} is a subclass of nn.Conv2d"
     (k_h, k_w), (s_h, s_w), (d_h, d_w) = conv.kernel_size, conv.stride, conv.dilation
-    if conv.groups != 1:
-        return f"grouped (groups={conv.groups})"
     if conv.padding_mode != "zeros":
         return f"padding_mode={conv.padding_mode!r} (ACDA pads with zeros)"
     if k_h != k_w:
@@ -73,7 +71,7 @@ def _conv_slots(module: nn.Module, prefix: str = "") -> Iterator[tuple[nn.Module
 
 
 def _static_filter(layer: ACDAConv2d) -> torch.Tensor:
-    """(O, C, k, k): the filter the layer applies everywhere while its generator's last weights are zero."""
+    """(O, C/groups, k, k): the filter the layer applies everywhere while its generator's last weights are zero."""
     alpha = layer.atom_generator[-1].bias.view(layer.num_atoms, layer.num_bases)
     k = layer.kernel_size
     atoms = alpha.view(-1, k, k) if layer.bases is None else torch.einsum("mK,Kuv->muv", alpha, layer.bases)
@@ -84,8 +82,8 @@ def _fit_conv_weight(layer: ACDAConv2d, weight: torch.Tensor) -> None:
     """Make the layer's static filter the best one it can express for ``weight`` (Frobenius norm):
     project every (o, c) filter onto the bases' span, then take the best rank-``num_atoms``
     factorisation of those projections (SVD) into A and constant, unit-norm atoms."""
-    out_channels, in_channels, k, _ = weight.shape
-    filters = weight.detach().to(torch.float64).reshape(out_channels * in_channels, k * k)
+    out_channels, group_channels, k, _ = weight.shape  # group_channels = C/groups
+    filters = weight.detach().to(torch.float64).reshape(out_channels * group_channels, k * k)
     if layer.bases is None:
         bases = torch.eye(k * k, dtype=torch.float64, device=filters.device)
     else:
@@ -96,14 +94,14 @@ def _fit_conv_weight(layer: ACDAConv2d, weight: torch.Tensor) -> None:
     frame = frame[singular > singular[0] * 1e-8]  # (r, k*k)
     left, strengths, directions = torch.linalg.svd(filters @ frame.T, full_matrices=False)
     kept = min(layer.num_atoms, strengths.numel())
-    coefficients = torch.zeros(out_channels * in_channels, layer.num_atoms, dtype=torch.float64, device=filters.device)
+    coefficients = torch.zeros(out_channels * group_channels, layer.num_atoms, dtype=torch.float64, device=filters.device)
     coefficients[:, :kept] = left[:, :kept] * strengths[:kept]
     atoms = torch.randn(layer.num_atoms, frame.shape[0], dtype=torch.float64, device=filters.device)
     atoms = atoms / atoms.norm(dim=1, keepdim=True)  # atoms beyond the rank: unit norm, A zero
     atoms[:kept] = directions[:kept]
     alpha = atoms @ frame @ torch.linalg.pinv(bases)  # basis coefficients of the atoms, (m, K)
     with torch.no_grad():
-        layer.coefficients.copy_(coefficients.view(out_channels, in_channels, layer.num_atoms))
+        layer.coefficients.copy_(coefficients.view(out_channels, group_channels, layer.num_atoms))
         layer.atom_generator[-1].bias.copy_(alpha.flatten())
         layer.atom_generator[-1].weight.zero_()
 
@@ -135,6 +133,7 @@ def _replacement(conv: nn.Conv2d, init: str, acda_kwargs: dict) -> tuple[ACDACon
         padding=_symmetric_padding(conv),
         dilation=conv.dilation[0],
         bias=conv.bias is not None,
+        groups=conv.groups,
         **acda_kwargs,
     ).to(device=conv.weight.device, dtype=conv.weight.dtype)
     layer.train(conv.training)
@@ -163,7 +162,7 @@ def to_acda(
     """Replace, in place, every plain ``nn.Conv2d`` of ``model`` that ACDA can stand in for by an
     ``ACDAConv2d`` with the same geometry, device, dtype and mode; returns ``model``.
 
-    Converts convs with groups=1, zero padding, a square kernel whose size is in
+    Converts convs (grouped and depthwise ones too) with zero padding, a square kernel whose size is in
     ``kernel_sizes``, equal strides, dilations and paddings; every other conv is left as it is
     and listed, with the reason, in ``model.acda_conversion.skipped`` (also logged at INFO).
     All replacements are built before any is swapped in, so an error leaves the model

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 
 
-def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
-    batch, channels = x.shape[:2]
+def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
+    batch = x.shape[0]
+    # from A's (static) shape, not x's: traced for ONNX, the basis filter then has a constant shape
+    channels = coefficients.shape[1] * groups
     num_atoms, num_bases = alpha.shape[1:3]
     out_h, out_w = alpha.shape[-2:]
     if bases is None:  # atoms predicted directly: the "bases" are the k*k one-hot filters
@@ -22,4 +24,9 @@ def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
     atom_out = torch.einsum("bmkp,bckp->bcmp", alpha.flatten(-2), responses)
     atom_out = atom_out.reshape(batch, channels * num_atoms, out_h, out_w)
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
-    return F.conv2d(atom_out, weight, bias)
+    # atom_out's channels are c*m + a, so group g's C/g input channels are one contiguous block of
+    # (C/g)*m channels: A applies as a grouped 1x1 conv.
+    return F.conv2d(atom_out, weight, bias, groups=groups)
+
+
+acda_basis.supports_groups = True

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 
-def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
     batch, channels = x.shape[:2]
     num_atoms = alpha.shape[1]
     out_h, out_w = alpha.shape[-2:]
@@ -19,4 +19,8 @@ def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, 
     atom_out = torch.einsum("bmlp,bclp->bcmp", atoms, patches)
     atom_out = atom_out.reshape(batch, channels * num_atoms, out_h, out_w)
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
-    return F.conv2d(atom_out, weight, bias)
+    # each group's channels are one contiguous block of atom_out (as in acda_basis)
+    return F.conv2d(atom_out, weight, bias, groups=groups)
+
+
+acda_unfold.supports_groups = True
