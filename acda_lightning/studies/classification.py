@@ -7,10 +7,11 @@ from pathlib import Path
 from ..paper import TABLE1, TABLE2
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_run, missing_runs
+from .common import load_run, missing_runs, run_names
 
-CIFAR_RUNS = {f"{dataset}_{model}": (dataset, model) for dataset, model in TABLE1}
-IMAGENET_RUNS = {f"imagenet_ad_resnet_{v}{suffix}": (v, conv) for v in TABLE2 for suffix, conv in (("", "acda"), ("_conv", "conv"))}
+# config name (tasks/classification/<name>.yaml) -> its row of Table 1 or 2
+CIFAR_CONFIGS = {f"{dataset}_{model}": (dataset, model) for dataset, model in TABLE1}
+IMAGENET_CONFIGS = {f"imagenet_ad_resnet_{v}{suffix}": (v, conv) for v in TABLE2 for suffix, conv in (("", "acda"), ("_conv", "conv"))}
 
 
 def _errors(record: dict) -> dict:
@@ -34,9 +35,10 @@ def _recipe(record: dict) -> str:
 @register_study("classification")
 def build_classification(root: Path) -> list[str]:
     """reports/classification/: metrics.json and report.md (Tables 1-2, ours beside the paper's)."""
-    runs = {name: load_run(root, name) for name in (*CIFAR_RUNS, *IMAGENET_RUNS)}
-    finished = {name: record for name, record in runs.items() if record is not None}
-    missing = sorted(set(runs) - set(finished))
+    names = run_names("classification")
+    runs = {config: load_run(root, names[config]) for config in (*CIFAR_CONFIGS, *IMAGENET_CONFIGS)}
+    finished = {config: record for config, record in runs.items() if record is not None}
+    missing = sorted(names[config] for config in set(runs) - set(finished))
     if not finished:
         return [missing_runs(root, "classification", missing, "make train-cls CONFIG=<name>")]
     metrics = {}

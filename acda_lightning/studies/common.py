@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
+import yaml
+
+# The experiment configs, tasks/<task>/<config>.yaml beside the package: a study's runs are the ones they name.
+CONFIGS_ROOT = Path(__file__).resolve().parents[2] / "tasks"
+
+
+@functools.cache
+def task_configs(task: str) -> dict[str, dict]:
+    """config name -> parsed YAML of every experiment config in tasks/<task>/ (``_*.yaml`` are shared parts)."""
+    folder = CONFIGS_ROOT / task
+    configs = {p.stem: yaml.safe_load(p.read_text()) for p in sorted(folder.glob("*.yaml")) if not p.name.startswith("_")}
+    if not configs:
+        raise FileNotFoundError(f"no experiment configs in {folder}; a study reads its run names from them")
+    return configs
+
+
+def run_names(task: str) -> dict[str, str]:
+    """config name -> run name (the config's ``report.name``, its folder under reports/)."""
+    return {config: parsed["report"]["name"] for config, parsed in task_configs(task).items()}
 
 
 def load_run(root: Path, run: str) -> dict | None:

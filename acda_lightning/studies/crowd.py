@@ -11,14 +11,15 @@ from ..plots import image_grid, learning_curves, register_figure, save_figure
 from ..paper import TABLE3
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run, missing_runs
+from .common import load_predictions, load_run, missing_runs, run_names
 
 DATASETS = {"sha": "SHTech-A", "shb": "SHTech-B", "qnrf": "UCF-QNRF"}
 MODELS = {"baseline": "Baseline (standard convs)", "ad_resnet_s": "Ad-ResNet-s", "ad_resnet_m": "Ad-ResNet-m"}
 
 
 def run_name(dataset: str, model: str) -> str:
-    return f"crowd_{dataset}_{model}"
+    """The run of tasks/crowd/<dataset>_<model>.yaml (its report.name)."""
+    return run_names("crowd")[f"{dataset}_{model}"]
 
 
 @register_study("crowd")

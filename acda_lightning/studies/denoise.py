@@ -12,10 +12,12 @@ from ..models import create_model
 from ..tasks.denoise import denoiser_kwargs
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run, missing_runs
+from .common import load_predictions, load_run, missing_runs, run_names
 
-# key: (run name, the paper's row, its parameters, PSNR, SSIM)
-TABLE5 = {key: (f"sidd_{key}", *row) for key, row in paper.TABLE5.items()}
+def table5() -> dict[str, tuple]:
+    """key: (the run of tasks/denoise/sidd_<key>.yaml, the paper's row, its parameters, PSNR, SSIM)."""
+    names = run_names("denoise")
+    return {key: (names[f"sidd_{key}"], *row) for key, row in paper.TABLE5.items()}
 
 
 def denoiser_parameters(hparams: dict) -> int:
@@ -27,9 +29,10 @@ def denoiser_parameters(hparams: dict) -> int:
 @register_study("denoise")
 def build_denoise(root: Path) -> list[str]:
     """reports/denoise/: metrics.json, report.md (ours beside Table 5) and figure.png (every model on one block)."""
-    runs = {key: load_run(root, row[0]) for key, row in TABLE5.items()}
-    missing = [TABLE5[key][0] for key, record in runs.items() if record is None]
-    if len(missing) == len(TABLE5):
+    table = table5()
+    runs = {key: load_run(root, row[0]) for key, row in table.items()}
+    missing = [table[key][0] for key, record in runs.items() if record is None]
+    if len(missing) == len(table):
         return [missing_runs(root, "denoise", missing, "make train-denoise", "tasks/denoise/<name>.yaml")]
     metrics = {}
     for key, record in runs.items():
@@ -48,7 +51,7 @@ def build_denoise(root: Path) -> list[str]:
     write_json(out / "metrics.json", {"runs": metrics, "missing": missing})
     write_text(out / "report.md", _markdown(metrics, runs, missing))
     _figure(root, runs, out / "figure.png")
-    summary = ", ".join(f"{TABLE5[key][1]} {value['psnr']:.2f} dB" for key, value in metrics.items())
+    summary = ", ".join(f"{table[key][1]} {value['psnr']:.2f} dB" for key, value in metrics.items())
     return [f"denoise: {out}/report.md ({summary}{'; missing ' + ', '.join(missing) if missing else ''})"]
 
 
@@ -64,7 +67,7 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
         "| model | params (ours) | params (paper) | PSNR (ours) | PSNR (paper) | SSIM (ours) | SSIM (paper) | noisy input PSNR / SSIM |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for key, (run, label, paper_params, paper_psnr, paper_ssim) in TABLE5.items():
+    for key, (run, label, paper_params, paper_psnr, paper_ssim) in table5().items():
         if key in metrics:
             m = metrics[key]
             params = f"{m['denoiser_parameters'] / 1e6:.2f}M"
@@ -101,10 +104,11 @@ def _markdown(metrics: dict, runs: dict, missing: list[str]) -> str:
 
 def _figure(root: Path, runs: dict, path: Path) -> None:
     """The first test block: noisy, each finished model's output, ground truth."""
-    predictions = {key: load_predictions(root, TABLE5[key][0]) for key, record in runs.items() if record is not None}
+    table = table5()
+    predictions = {key: load_predictions(root, table[key][0]) for key, record in runs.items() if record is not None}
     first = next(iter(predictions.values()))
     hwc = lambda image: np.asarray(image).transpose(1, 2, 0)  # noqa: E731
     row = [(f"noisy {first['noisy_psnr'][0]:.2f} dB", hwc(first["noisy"][0]))]
-    row += [(f"{TABLE5[key][1]} {p['denoised_psnr'][0]:.2f} dB", hwc(p["denoised"][0])) for key, p in predictions.items()]
+    row += [(f"{table[key][1]} {p['denoised_psnr'][0]:.2f} dB", hwc(p["denoised"][0])) for key, p in predictions.items()]
     row.append(("ground truth", hwc(first["clean"][0])))
     image_grid([row], path, title=f"SIDD {first['names'][0]}")

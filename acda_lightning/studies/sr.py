@@ -4,29 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ..paper import TABLE4
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_run, missing_runs
+from .common import load_run, missing_runs, task_configs
 
 SCALES = (2, 3, 4)
 VERSIONS = {"v1": "RealSR 2019 (v1)", "v3": "RealSR final (v3)"}
 
 
-# The SR experiment configs (tasks/sr/*.yaml, beside the package): the study's runs are the ones they define.
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "tasks" / "sr"
-
-
-def configured_runs(config_dir: Path = CONFIG_DIR) -> dict[tuple[str, int, str], str]:
+def configured_runs() -> dict[tuple[str, int, str], str]:
     """(version, scale, conv) -> run name (``report.name``) of every SR config, read from the YAMLs themselves."""
-    configs = sorted(p for p in config_dir.glob("*.yaml") if not p.name.startswith("_"))
-    if not configs:
-        raise FileNotFoundError(f"no SR configs (*.yaml) in {config_dir}; the study reads its run list from them")
     runs = {}
-    for path in configs:
-        config = yaml.safe_load(path.read_text())
+    for config in task_configs("sr").values():
         model = config["model"]["init_args"]
         net = model.get("net_kwargs") or {}
         runs[(net.get("version", "v3"), model["scale"], net.get("conv", "acda"))] = config["report"]["name"]

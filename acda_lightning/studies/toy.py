@@ -7,23 +7,22 @@ from pathlib import Path
 from ..plots import image_grid, learning_curves
 from ..utils import write_json, write_text
 from . import register_study
-from .common import load_predictions, load_run, missing_runs
+from .common import load_predictions, load_run, missing_runs, run_names
 
 # Shift errors at or below this are float32 rounding: outputs of magnitude ~1 carry ~6e-8 relative error.
 FLOAT_ROUNDING = 1e-5
 
-TOY_RUNS = {"conv": "toy_conv", "acda": "toy_acda"}
-TOY_ABLATIONS = {
-    "acda_release": "toy_acda_release",
-    "acda_no_bases": "toy_acda_no_bases",
-}
+# config names (tasks/toy/<name>.yaml): the study's two runs, and the ablations it adds when they exist
+TOY_RUNS = ("conv", "acda")
+TOY_ABLATIONS = ("acda_release", "acda_no_bases")
 
 
 @register_study("toy")
 def build_toy(root: Path) -> list[str]:
     """reports/toy/: metrics.json, report.md, figure.png (paper Fig. 6) and learning_curves.png."""
-    runs = {key: load_run(root, run) for key, run in {**TOY_RUNS, **TOY_ABLATIONS}.items()}
-    missing = [TOY_RUNS[key] for key in TOY_RUNS if runs[key] is None]
+    names = run_names("toy")
+    runs = {key: load_run(root, names[key]) for key in (*TOY_RUNS, *TOY_ABLATIONS)}
+    missing = [names[key] for key in TOY_RUNS if runs[key] is None]
     if missing:
         return [missing_runs(root, "toy", missing, "make demo")]
     metrics = {}
@@ -42,7 +41,7 @@ def build_toy(root: Path) -> list[str]:
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", _toy_markdown(metrics, runs))
 
-    conv, acda = load_predictions(root, TOY_RUNS["conv"]), load_predictions(root, TOY_RUNS["acda"])
+    conv, acda = load_predictions(root, names["conv"]), load_predictions(root, names["acda"])
     shift = int(acda["shift"])
     image_grid(
         [
