@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from acda_lightning.cli import main
 from acda_lightning.data import RealSR, RealSRDataModule, augment, paired_random_crop
 from acda_lightning.data.images import quantize, write_png
 from acda_lightning.data.realsr import PairedPatches

@@ -259,7 +259,7 @@ class ScenePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         noisy, clean, name = self.pair(index)
-        return {"noisy": _to_tensor(noisy), "clean": _to_tensor(clean), "name": name}
+        return {"noisy": to_tensor(noisy), "clean": to_tensor(clean), "name": name}
 
 
 def held_out_scenes(scenes: Sequence[str], fraction: float, seed: int) -> set[str]:
