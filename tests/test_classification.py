@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from acda_lightning.cli import main, run
+from acda_lightning.cli import run
 from acda_lightning.data import ClassificationDataModule
 from acda_lightning.studies import build_reports
 from acda_lightning.tasks.classification import ImageClassification, learning_rate_scale

@@ -21,7 +21,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.io
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
