@@ -98,8 +98,8 @@ class Denoising(TaskModule):
             terms = self.vdnet_loss(denoiser, self.sigma_net(noisy), noisy, clean)
             loss = terms.pop("loss")
             self.log_dict({f"train/{name}": value for name, value in terms.items()}, on_epoch=True, on_step=False,
-                          batch_size=len(noisy))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy))
+                          batch_size=len(noisy), sync_dist=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def _score(self, stage: str, batch: dict) -> torch.Tensor:

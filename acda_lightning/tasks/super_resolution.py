@@ -104,7 +104,7 @@ class SuperResolution(TaskModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss_fn(self(batch["lr"]), batch["hr"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["lr"]))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["lr"]), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

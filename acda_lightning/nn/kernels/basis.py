@@ -22,4 +22,6 @@ def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
     atom_out = torch.einsum("bmkp,bckp->bcmp", alpha.flatten(-2), responses)
     atom_out = atom_out.reshape(batch, channels * num_atoms, out_h, out_w)
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
-    return F.conv2d(atom_out, weight, bias)
+    # The einsum leaves atom_out channels-last, and conv2d keeps that layout; the layers after this one
+    # would then get channels-last weight gradients, which DDP's buckets (laid out like the weights) reject.
+    return F.conv2d(atom_out, weight, bias).contiguous()
