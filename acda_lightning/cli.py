@@ -24,7 +24,6 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")  # about Light
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
-FINAL_WEIGHTS = "final weights (no model selection)"
 
 # Warnings Lightning raises that a user of this CLI cannot act on (each explained where it is silenced).
 QUIET_WARNINGS = (
@@ -102,7 +101,8 @@ class ACDACLI(LightningCLI):
         own_files = config_files[:1] + [path for path in config_files[1:] if _declares_own_budget(path)]
         if self.config[subcommand].own_budget and len(own_files) < 2:
             raise RunError("own_budget: true belongs in a -c budget file after the experiment's config, not on the command line")
-        own = parser.parse_args([subcommand, *(arg for path in own_files for arg in ("-c", path))]) if own_files else self.config
+        own_args = [arg for path in own_files for arg in ("-c", path)]
+        own = parser.parse_args([subcommand, *own_args]) if own_files else self.config
         self.config_trainer = dict(own[subcommand].trainer)
 
     def _parse_ckpt_path(self) -> None:
@@ -111,7 +111,9 @@ class ACDACLI(LightningCLI):
         Unlike Lightning's own hook this does not overwrite the config's model with the checkpoint's
         hyperparameters: the config decides the model, and the checkpoint must fit it (checked once the
         model exists)."""
-        from .runs import RUN_ID_ENV, RunError, check_resumable, last_checkpoint, new_run_id, read_checkpoint, run_id_of_checkpoint
+        from .runs import (
+            RUN_ID_ENV, RunError, check_resumable, last_checkpoint, new_run_id, read_checkpoint, run_id_of_checkpoint,
+        )  # fmt: skip
 
         subcommand = self.config.subcommand
         config = self.config[subcommand]
@@ -281,7 +283,7 @@ class ACDACLI(LightningCLI):
         """The fit ended on its own (budget or stopping rule): test its best (or final) weights, then mark
         every checkpoint of the run finished, so it is never resumed and a test of it knows what it is."""
         from .callbacks.report import stopping_reason
-        from .runs import CHECKPOINT_DIR, LAST_CHECKPOINT, mark_finished
+        from .runs import CHECKPOINT_DIR, FINAL_WEIGHTS, LAST_CHECKPOINT, mark_finished
 
         trainer = self.trainer
         record = {
@@ -393,7 +395,8 @@ def run_lightning(args: list[str]) -> None:
         try:
             ACDACLI(
                 model_class=None, datamodule_class=None, args=args, save_config_kwargs={"overwrite": True},
-                parser_kwargs={"exit_on_error": False},  # a config mistake is one line (below), not the usage
+                # a config mistake is one line (below), not ~55 lines of usage first
+                parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in LIGHTNING_SUBCOMMANDS}},
             )  # fmt: skip
         except argparse.ArgumentError as error:
             raise RunError(f"{error.message.strip()} (`acda {args[0]} --help` lists the options)") from None

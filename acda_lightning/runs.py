@@ -29,6 +29,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 BEST_PREFIX = "best-"
 FIT_RECORD = "acda_fit"  # the fit's identity and state, inside every checkpoint it writes
+FINAL_WEIGHTS = "final weights (no model selection)"  # the selection protocol of a last.ckpt
 
 # Settings that decide where a run reads and writes, or how it shows progress, but not what it trains or
 # measures: the config hash leaves them out, so weights tested from another folder or machine (another

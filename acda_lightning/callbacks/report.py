@@ -19,7 +19,7 @@ import torchvision
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 
-from ..runs import config_sha256
+from ..runs import FINAL_WEIGHTS, config_sha256
 from ..utils import atomic_path, write_json, write_text
 from .convergence import ConvergenceStopping
 from .figures import learning_curves
@@ -154,7 +154,7 @@ class ReportWriter(Callback):
             "fit_seconds": round(self.fit_seconds, 2),
             "stopping": stopping_reason(trainer) if fitted else "not trained in this run",
             "tested": self.run.get("tested", "final weights"),
-            "selection": self.run.get("selection", "final weights (no model selection)"),
+            "selection": self.run.get("selection", FINAL_WEIGHTS),
             "optimizer": _optimizer(trainer),
         }
         training.update(self.run.get("trained") or {})  # a tested checkpoint's own epochs, steps, stopping, selection
