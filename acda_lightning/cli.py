@@ -48,9 +48,10 @@ SHORT_HELP = """usage: acda {sub} -c CONFIG.yaml [--section.key VALUE ...]
 
 Runs Lightning `{sub}` on one experiment config (tasks/<task>/<name>.yaml). Common options:
   -c, --config FILE             the experiment (repeatable; later files override earlier ones)
-  --ckpt_path PATH|last|auto    fit: resume (`last`: the newest run of this config, an error when there is
-                                none; `auto`: resume if possible, else start fresh); test/validate/predict:
-                                the weights to use (predict refuses to run without them unless
+  --ckpt_path PATH|last|auto    fit: resume an unfinished run (`last`: the newest unfinished run of this
+                                config, an error when there is none; `auto`: resume if possible, else start
+                                fresh; a finished run is never resumed); test/validate/predict: the weights
+                                to use (predict refuses to run without them unless
                                 --allow_untrained)
   --trainer.max_epochs N, --trainer.max_steps N, --trainer.devices N, --trainer.strategy ddp,
   --trainer.accelerator cpu|gpu, --trainer.precision bf16-mixed, --trainer.fast_dev_run true
@@ -63,6 +64,9 @@ Runs Lightning `{sub}` on one experiment config (tasks/<task>/<name>.yaml). Comm
   --predict_dir DIR             predict: where outputs go (default runs/<report.name>/<run_id>/predictions/)
   --allow_untrained true        predict: run without --ckpt_path, on untrained weights; the outputs go to
                                 .../predictions_untrained/ beside an UNTRAINED.txt and the summary says so
+  --last_checkpoint_every_n_steps N  fit: also write last.ckpt every N steps, not only at epoch ends
+  own_budget: true              (in a later -c file) its trainer budget is the experiment's own: a complete
+                                run, not a shortened one (by default a later -c that lowers it shortens)
   --seed_everything N           the seed (configs set one)
   --print_config                print the resolved config and exit
   --help-all                    every option Lightning accepts
@@ -80,6 +84,14 @@ class ACDACLI(LightningCLI):
         parser.add_lightning_class_args(ReportWriter, "report")
         parser.add_argument("--test_after_fit", type=bool, default=True, help="run `test` when `fit` ends")
         parser.add_argument(
+            "--last_checkpoint_every_n_steps", type=int, default=1000,
+            help="fit: write last.ckpt every N training steps as well as at every epoch end (0: epoch ends only)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--own_budget", type=bool, default=False,
+            help="set in a -c file after the experiment's: its trainer budget is the experiment's own (a complete run)",
+        )  # fmt: skip
+        parser.add_argument(
             "--predict_dir", type=Optional[str], default=None,
             help="predict: output folder (default runs/<report.name>/<run_id>/predictions)",
         )
@@ -89,63 +101,103 @@ class ACDACLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
+        from .runs import RunError
+
         super().parse_arguments(parser, args)
-        # The same configs without command-line overrides: what a complete run of them is.
+        # What a complete run is: the experiment's own YAML (the first -c) and any later -c file that
+        # declares `own_budget: true`; other files and command-line overrides that lower its budget shorten it.
+        subcommand = self.config.subcommand
         config_files = _config_file_args(args)
-        own = parser.parse_args([self.config.subcommand, *config_files]) if config_files else self.config
-        self.config_trainer = dict(own[self.config.subcommand].trainer)
+        own_files = config_files[:1] + [path for path in config_files[1:] if _declares_own_budget(path)]
+        if self.config[subcommand].own_budget and len(own_files) < 2:
+            raise RunError("own_budget: true belongs in a -c budget file after the experiment's config, not on the command line")
+        own_args = [arg for path in own_files for arg in ("-c", path)]
+        own = parser.parse_args([subcommand, *own_args]) if own_files else self.config
+        self.config_trainer = dict(own[subcommand].trainer)
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``last``/``auto``, read the checkpoint once (a corrupt file is one clear error) and pick
-        the run id: a resumed fit continues its run; anything else starts a new one. Unlike Lightning's
-        own hook this does not overwrite the config's model with the checkpoint's hyperparameters: the
-        config decides the model, and the checkpoint must fit it (checked once the model exists)."""
-        from .runs import RUN_ID_ENV, RunError, last_checkpoint, new_run_id, read_checkpoint, run_id_of_checkpoint
+        the run id: a resumed fit continues its run (never a finished one); anything else starts a new one.
+        Unlike Lightning's own hook this does not overwrite the config's model with the checkpoint's
+        hyperparameters: the config decides the model, and the checkpoint must fit it (checked once the
+        model exists)."""
+        from .runs import (
+            RUN_ID_ENV, RunError, check_resumable, last_checkpoint, new_run_id, read_checkpoint, run_id_of_checkpoint,
+        )  # fmt: skip
 
         subcommand = self.config.subcommand
         config = self.config[subcommand]
-        self.runs_dir = Path(config.trainer.default_root_dir or "runs") / config.report.name
+        self.runs_root = Path(config.trainer.default_root_dir or "runs")
+        self.runs_dir = self.runs_root / config.report.name
         requested = config.get("ckpt_path")
         path = None
         if requested in ("last", "auto"):
-            path = last_checkpoint(self.runs_dir, os.environ.get(RUN_ID_ENV))
+            launched_rank = os.environ.get(RUN_ID_ENV)  # a DDP rank joins the run its launcher resumed
+            path, finished = last_checkpoint(self.runs_dir, launched_rank)
             if path is None and requested == "last":
+                found = f"every run has finished (newest: {finished[0]})" if finished else "no */checkpoints/last.ckpt"
                 raise RunError(
-                    f"--ckpt_path last: no run of {config.report.name} to resume under {self.runs_dir}/ (no "
-                    f"*/checkpoints/last.ckpt); drop --ckpt_path to start a new run, or use --ckpt_path auto"
+                    f"--ckpt_path last: no unfinished run of {config.report.name} to resume under {self.runs_dir}/ "
+                    f"({found}); drop --ckpt_path to start a new run, or use --ckpt_path auto"
                 )
+            if path is not None and not launched_rank:
+                passed = f" (newer finished runs left alone: {', '.join(finished)})" if finished else ""
+                print(f"resuming run {config.report.name}/{path.parent.parent.name} from {path}{passed}")
         elif requested:
             path = Path(requested)
         self.checkpoint_path = path
         self.checkpoint = read_checkpoint(path) if path else None
+        if subcommand == "fit" and self.checkpoint is not None:
+            check_resumable(self.checkpoint, path)
         config.ckpt_path = str(path) if path else None
         resumed = run_id_of_checkpoint(path, self.runs_dir) if path is not None and subcommand == "fit" else None
+        self.resumed = resumed is not None
         self.run_id = resumed or new_run_id()
 
     def before_instantiate_classes(self) -> None:
-        from .runs import RUN_ID_ENV
+        from .runs import RUN_ID_ENV, check_writable, config_sha256, experiment_config, shortened_reasons
 
         config = self.config[self.subcommand]
         if self.subcommand == "predict":
             _check_predict_weights(config)
         self.run_dir = self.runs_dir / self.run_id
-        config.trainer.default_root_dir = str(self.run_dir)
+        outputs = {"the runs folder (--trainer.default_root_dir)": self.runs_root}
+        if self.subcommand == "test" or (self.subcommand == "fit" and config.test_after_fit):
+            outputs["--report.root"] = Path(config.report.root)
+        check_writable(outputs)  # before anything is trained or written
         os.environ[RUN_ID_ENV] = self.run_id  # the DDP ranks Lightning launches join this run
+        self.shortened = shortened_reasons(dict(config.trainer), self.config_trainer, self.subcommand, config.ckpt_path)
+        resolved = self._resolved_config()
+        self.fit_identity = {
+            "run_id": self.run_id,
+            "config_sha256": config_sha256(resolved),
+            "config": experiment_config(resolved),
+            "shortened": self.shortened,
+        }
 
     def after_instantiate_classes(self) -> None:
-        from .runs import RunError, check_checkpoint_fits, shortened_reasons
+        from .runs import FIT_RECORD, RunError, check_checkpoint_fits, tested_weights_reasons
 
         config = self.config[self.subcommand]
-        trained = None
+        shortened, trained = list(self.shortened), None
         if self.checkpoint is not None:
             check_checkpoint_fits(self.checkpoint, self.checkpoint_path, self.model)
-            if self.subcommand != "fit":  # how long the weights under test were trained
-                trained = {"epochs": self.checkpoint.get("epoch", 0), "steps": self.checkpoint.get("global_step", 0)}
+            if self.subcommand != "fit":  # where the weights under test come from, and how long they trained
+                record = self.checkpoint.get(FIT_RECORD)
+                shortened += tested_weights_reasons(record, self._resolved_config())
+                trained = {
+                    "epochs": self.checkpoint.get("epoch", 0),
+                    "steps": self.checkpoint.get("global_step", 0),
+                    "stopping": (record or {}).get("stopping") or "unknown (the fit had not finished)",
+                    "selection": (record or {}).get("selection") or "unknown (no record of a finished fit)",
+                }
             self.checkpoint = None  # the trainer reads it again; keep one copy in memory
         if self.subcommand == "predict" and not hasattr(self.model, "write_predictions"):
             raise RunError(f"{type(self.model).__name__} does not write predictions; `acda predict` supports the tasks that do")
-        shortened = shortened_reasons(dict(config.trainer), self.config_trainer, self.subcommand, config.ckpt_path)
         tested = f"checkpoint {config.ckpt_path}" if config.ckpt_path and self.subcommand != "fit" else "final weights"
+        # The trainer has the path (config_init); the config.yaml saved in the run folder must not resume
+        # or name it, so that `acda fit -c runs/<name>/<id>/config.yaml` starts a new run.
+        config.ckpt_path = None
         self.report.bind_run(self.run_id, shortened, self._resolved_config(), tested, trained)
 
     @property
@@ -163,6 +215,11 @@ class ACDACLI(LightningCLI):
         from .utils.checkpoint import AtomicCheckpointIO
 
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        # The run's own folder, given to the Trainer only: the saved config.yaml keeps the runs root, so
+        # `acda fit -c runs/<name>/<id>/config.yaml` starts a new run beside it.
+        trainer_config["default_root_dir"] = str(self.run_dir)
+        if self.subcommand != "fit":
+            trainer_config["enable_checkpointing"] = False  # nothing to save; restoring one warns about its folder
         callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         callbacks += self._run_callbacks(trainer_config)
         plugins = trainer_config.get("plugins") or []
@@ -186,32 +243,40 @@ class ACDACLI(LightningCLI):
         ]
 
     def _run_callbacks(self, trainer_config: dict) -> list:
-        """Checkpoints (last + the task's monitored best), RNG state, progress bar, prediction files."""
-        from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+        """Checkpoints (last + the task's monitored best), the fit's record in them, RNG state, progress
+        bar, prediction files."""
+        from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 
-        from .callbacks.run_state import PredictionFiles, RNGState
-        from .runs import CHECKPOINT_DIR, LAST_CHECKPOINT
+        from .callbacks.run_state import BestCheckpoint, FitRecord, LastCheckpoint, RNGState, RunModelSummary, RunProgressBar
+        from .runs import BEST_PREFIX, CHECKPOINT_DIR
 
         configured = trainer_config.get("callbacks") or []
-        callbacks = [RNGState()]
+        callbacks = [RNGState(), FitRecord(self.fit_identity)]
         if trainer_config.get("enable_checkpointing") is not False and not any(
             isinstance(c, ModelCheckpoint) for c in configured
         ):
-            # last.ckpt every epoch, for resuming (Lightning's save_last only follows a new best), and the
-            # best by the task's validation metric, when it has one.
+            # The best by the task's validation metric (when it has one), then last.ckpt at every epoch
+            # end and every N steps, whatever the validation interval: saved after the best, so the
+            # state it resumes from names the newest best file.
             directory = self.run_dir / CHECKPOINT_DIR
-            callbacks.append(ModelCheckpoint(dirpath=directory, filename=LAST_CHECKPOINT[: -len(".ckpt")], save_top_k=1))
             monitor = getattr(self.model, "checkpoint_monitor", None)
             if monitor:
                 callbacks.append(
-                    ModelCheckpoint(
-                        dirpath=directory, filename="best-{epoch}-{step}", monitor=monitor[0], mode=monitor[1], save_top_k=1
+                    BestCheckpoint(
+                        dirpath=directory, filename=BEST_PREFIX + "{epoch}-{step}", monitor=monitor[0], mode=monitor[1],
+                        save_top_k=1,
                     )
-                )
+                )  # fmt: skip
+            callbacks.append(LastCheckpoint(directory, self.config[self.subcommand].get("last_checkpoint_every_n_steps")))
         if trainer_config.get("enable_progress_bar") is not False and not any(
             isinstance(c, ProgressBar) for c in configured
         ):
-            callbacks.append(RichProgressBar())
+            callbacks.append(RunProgressBar())
+        if trainer_config.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in configured
+        ):
+            trainer_config["enable_model_summary"] = False  # in place of Lightning's, which adds "Total FLOPs: 0"
+            callbacks.append(RunModelSummary())
         if self.subcommand == "predict":
             config = self.config.predict
             untrained = config.ckpt_path is None
@@ -229,13 +294,54 @@ class ACDACLI(LightningCLI):
                     logger.experiment.add_text("config", "```yaml\n" + text + "\n```")
 
     def after_fit(self) -> None:
+        """The fit ended on its own (budget or stopping rule): test its best (or final) weights, then mark
+        every checkpoint of the run finished, so it is never resumed and a test of it knows what it is."""
+        from .callbacks.report import stopping_reason
+        from .runs import CHECKPOINT_DIR, FINAL_WEIGHTS, LAST_CHECKPOINT, mark_finished
+
+        trainer = self.trainer
+        record = {
+            "finished": not trainer.interrupted,
+            "complete": not trainer.interrupted and not self.shortened,
+            "stopping": stopping_reason(trainer),
+        }
+        monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None) and c.best_model_path]
+        best = monitored[0].best_model_path if monitored else ""
+        selections = {LAST_CHECKPOINT: FINAL_WEIGHTS}
+        if best:
+            selections[Path(best).name] = self._selection(monitored[0])
         if self.config.fit.test_after_fit:
-            monitored = [c for c in self.trainer.checkpoint_callbacks if c.monitor and c.best_model_path]
-            best = monitored[0].best_model_path if monitored else ""
             if best:
                 self.report.run["tested"] = f"best checkpoint {best} ({monitored[0].monitor})"
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+                self.report.run["selection"] = selections[Path(best).name]
+            trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        if trainer.is_global_zero and record["finished"]:
+            mark_finished(self.run_dir / CHECKPOINT_DIR, record, selections)
         self._print_locations()
+
+    def _selection(self, checkpoint) -> str:
+        """Which data chose the weights of ``checkpoint`` (a monitored ModelCheckpoint), for the record."""
+        split = getattr(self.trainer.datamodule, "validation_split", None)
+        split = split or "a validation split this datamodule does not describe (unknown whether it overlaps the test set)"
+        return f"best {checkpoint.monitor} ({checkpoint.mode}) on {split}"
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            self._discard_failed_start()
+            raise
+
+    def _discard_failed_start(self) -> None:
+        """A new run that failed before writing any checkpoint can be neither resumed nor tested: it leaves no
+        runs/<name>/<id>/ folder behind (a resumed run keeps its own)."""
+        import shutil
+
+        from .runs import CHECKPOINT_DIR
+
+        if self.resumed or not self.trainer.is_global_zero or any(self.run_dir.glob(f"{CHECKPOINT_DIR}/*.ckpt")):
+            return
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def after_test(self) -> None:
         self._print_locations()
@@ -294,21 +400,30 @@ def _check_predict_weights(config) -> None:
 
 
 def _config_file_args(args: list[str]) -> list[str]:
-    """The ``-c FILE`` / ``--config FILE`` / ``--config=FILE`` arguments of a command line, in order."""
+    """The files of the ``-c FILE`` / ``--config FILE`` / ``--config=FILE`` arguments of a command line, in order."""
     files, position = [], 0
     while position < len(args):
         arg = args[position]
         if arg in ("-c", "--config") and position + 1 < len(args):
-            files += [arg, args[position + 1]]
+            files.append(args[position + 1])
             position += 1
         elif arg.startswith("--config="):
-            files.append(arg)
+            files.append(arg[len("--config=") :])
         position += 1
     return files
 
 
+def _declares_own_budget(config_file: str) -> bool:
+    """Whether a -c file says its trainer budget is the experiment's own (``own_budget: true``)."""
+    import yaml
+
+    path = Path(config_file)
+    content = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return isinstance(content, dict) and content.get("own_budget") is True
+
+
 def run_lightning(args: list[str]) -> None:
-    from .runs import RUN_ID_ENV
+    from .runs import RUN_ID_ENV, RunError
 
     if "-h" in args or "--help" in args:
         print(SHORT_HELP.format(sub=args[0]))
@@ -321,7 +436,13 @@ def run_lightning(args: list[str]) -> None:
         for message in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         try:
-            ACDACLI(model_class=None, datamodule_class=None, args=args, save_config_kwargs={"overwrite": True})
+            ACDACLI(
+                model_class=None, datamodule_class=None, args=args, save_config_kwargs={"overwrite": True},
+                # a config mistake is one line (below), not ~55 lines of usage first
+                parser_kwargs={"exit_on_error": False, **{sub: {"exit_on_error": False} for sub in LIGHTNING_SUBCOMMANDS}},
+            )  # fmt: skip
+        except argparse.ArgumentError as error:
+            raise RunError(f"{error.message.strip()} (`acda {args[0]} --help` lists the options)") from None
         finally:
             os.environ.pop(RUN_ID_ENV, None)
 

@@ -5,14 +5,19 @@ Layout (documented in the README, "Runs, resuming and reports"):
     runs/<name>/<run_id>/checkpoints/last.ckpt (+ the monitored best)
     reports/<name>/runs/<run_id>/    every run's record (metrics.json, report.md, figures)
     reports/<name>/                  the newest *complete* run's record, the one studies read
-A run is complete unless it was shortened on purpose (see ``shortened_reasons``); a shortened
-run's record stays under reports/<name>/runs/ and never replaces a complete one.
+A fit is complete when it ended on its own (its budget reached or its stopping rule fired) and nothing
+shortened it on purpose (see ``shortened_reasons``); a test is complete when the weights it tested come
+from a complete fit of the same config (same ``config_sha256``, read from the checkpoint's ``FIT_RECORD``).
+Anything else is recorded under reports/<name>/runs/ as what it is and never replaces a complete record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import secrets
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -24,8 +29,24 @@ from .utils.checkpoint import state_dict_mismatch
 RUN_ID_ENV = "ACDA_RUN_ID"  # shared with the processes DDP launches, so every rank writes to one run
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+BEST_PREFIX = "best-"
+FIT_RECORD = "acda_fit"  # the fit's identity and state, inside every checkpoint it writes
+FINAL_WEIGHTS = "final weights (no model selection)"  # the selection protocol of a last.ckpt
 
-# Trainer settings that cut a run short when the command line lowers them below the config's own.
+# Settings that decide where a run reads and writes, or how it shows progress, but not what it trains or
+# measures: the config hash leaves them out, so weights tested from another folder or machine (another
+# data.root, accelerator, worker count) still count as the same config. Everything else, budgets and
+# device count (the effective batch) included, is part of the experiment.
+NEUTRAL_KEYS = (
+    "ckpt_path", "weights_only", "verbose", "return_predictions", "test_after_fit", "predict_dir", "own_budget",
+    "last_checkpoint_every_n_steps",
+    "report.root", "data.init_args.root", "data.init_args.num_workers", "data.init_args.cache_dir",
+    "trainer.default_root_dir", "trainer.accelerator", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "trainer.enable_checkpointing", "trainer.logger", "trainer.log_every_n_steps", "trainer.num_sanity_val_steps",
+)  # fmt: skip
+
+# Trainer settings that cut a run short when an override (command line, or a -c file that does not declare
+# `own_budget: true`) lowers them below the experiment YAML's own.
 BUDGET_KEYS = ("max_epochs", "max_steps", "max_time")
 FRACTION_KEYS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "overfit_batches")
 
@@ -39,13 +60,46 @@ def new_run_id() -> str:
     return os.environ.get(RUN_ID_ENV) or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
-def last_checkpoint(runs_dir: Path, run_id: str | None = None) -> Path | None:
-    """``last.ckpt`` of run ``run_id``, or of the newest run under ``runs_dir`` that has one."""
+def experiment_config(config: dict) -> dict:
+    """``config`` (a resolved config as plain data) without the ``NEUTRAL_KEYS``."""
+    config = json.loads(json.dumps(config, default=str))
+    for dotted in NEUTRAL_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return config
+
+
+def config_sha256(config: dict) -> str:
+    """The hash that identifies an experiment: its resolved config without the ``NEUTRAL_KEYS``."""
+    return hashlib.sha256(json.dumps(experiment_config(config), sort_keys=True).encode()).hexdigest()
+
+
+def fit_record(path: Path) -> dict | None:
+    """The ``FIT_RECORD`` of a checkpoint, read without loading its tensors (None for a foreign file)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # an unreadable file is not this run's to resume; read_checkpoint reports it if chosen
+        return None
+    return checkpoint.get(FIT_RECORD) if isinstance(checkpoint, dict) else None
+
+
+def last_checkpoint(runs_dir: Path, run_id: str | None = None) -> tuple[Path | None, list[str]]:
+    """``last.ckpt`` of run ``run_id``, or of the newest *unfinished* run under ``runs_dir``; with it, the
+    ids of the newer runs that were passed over because they finished (a finished run is never resumed)."""
     if run_id:
         path = runs_dir / run_id / CHECKPOINT_DIR / LAST_CHECKPOINT
-        return path if path.is_file() else None
-    candidates = sorted(runs_dir.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"))
-    return candidates[-1] if candidates else None
+        return (path if path.is_file() else None), []
+    finished = []
+    for path in sorted(runs_dir.glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"), reverse=True):
+        if (fit_record(path) or {}).get("finished"):
+            finished.append(path.parent.parent.name)
+        else:
+            return path, finished
+    return None, finished
 
 
 def run_id_of_checkpoint(path: Path, runs_dir: Path) -> str | None:
@@ -82,6 +136,71 @@ def check_checkpoint_fits(checkpoint: dict, path: Path, model: torch.nn.Module) 
             f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mismatched tensors, e.g. "
             f"{', '.join(examples)}); pass the config it was trained with"
         )
+
+
+def check_resumable(checkpoint: dict, path: Path) -> None:
+    """Raise one RunError when ``checkpoint`` comes from a fit that has finished: resuming it would rewrite it."""
+    record = checkpoint.get(FIT_RECORD) or {}
+    if record.get("finished"):
+        raise RunError(
+            f"checkpoint {path} is from run {record['run_id']}, which has finished ({record['stopping']}); a "
+            "finished run is never resumed or rewritten: drop --ckpt_path to start a new run of this config"
+        )
+
+
+def mark_finished(checkpoint_dir: Path, record: dict, selections: dict[str, str]) -> None:
+    """Write the fit's final ``record`` (finished, complete, why it stopped) into every checkpoint of the run,
+    with ``selections[file name]`` (which split chose those weights), each file replaced atomically."""
+    from .utils import atomic_path
+
+    for path in sorted(checkpoint_dir.glob("*.ckpt")):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint[FIT_RECORD] = {**checkpoint.get(FIT_RECORD, {}), **record, "selection": selections.get(path.name)}
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+
+
+def tested_weights_reasons(record: dict | None, config: dict) -> list[str]:
+    """Why weights whose checkpoint holds ``record`` are not a complete fit of ``config`` (empty when they are)."""
+    if record is None:
+        return ["weights of unknown origin (the checkpoint holds no `acda fit` record)"]
+    if not record.get("finished"):
+        return [f"weights of unfinished run {record['run_id']} (epoch {record['epoch']}, step {record['step']})"]
+    reasons = [f"weights of shortened run {record['run_id']} ({'; '.join(record['shortened'])})"] if record["shortened"] else []
+    if record["config_sha256"] != config_sha256(config):
+        fitted, tested = _flat(experiment_config(record["config"])), _flat(experiment_config(config))
+        differing = sorted(key for key in fitted.keys() | tested.keys() if fitted.get(key) != tested.get(key))
+        reasons.append(f"weights of run {record['run_id']}, fitted with another config (differs in {', '.join(differing[:4])})")
+    return reasons
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}``."""
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_writable(folders: dict[str, Path]) -> None:
+    """Raise one RunError naming the first of ``folders`` ({what: folder}) this process cannot write into,
+    by writing a probe file into it or into its nearest existing parent (the folders are created later)."""
+    for what, folder in folders.items():
+        existing = folder.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        try:
+            if not existing.is_dir():
+                raise NotADirectoryError(f"{existing} is a file")
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise RunError(
+                f"{what} {folder} is not writable ({error.strerror or error}); pass a writable folder"
+            ) from None
 
 
 def _seconds(max_time) -> float:

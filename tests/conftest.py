@@ -61,15 +61,16 @@ def synthetic_workdir(tmp_path_factory):
 
 @pytest.fixture
 def budget_config(tmp_path):
-    """Writes a config file that sets the trainer's own budget (``budget_config(max_epochs=2)`` -> its path).
+    """Writes a config file that declares itself the experiment's own budget (``own_budget: true``) and sets
+    it (``budget_config(max_epochs=2)`` -> its path).
 
     Passed as a second ``-c``, it makes a short run *complete* for its config (so it writes
-    reports/<name>/ and studies read it), where the same values as ``--trainer.*`` overrides would
-    mark the run shortened."""
+    reports/<name>/ and studies read it, its record naming the budget and its config hash), where a file
+    without the declaration, or the same values as ``--trainer.*`` overrides, would mark the run shortened."""
 
     def write(**trainer) -> str:
         path = tmp_path / f"budget_{len(list(tmp_path.glob('budget_*.yaml')))}.yaml"
-        path.write_text("trainer:\n" + "".join(f"  {key}: {value}\n" for key, value in trainer.items()))
+        path.write_text("own_budget: true\ntrainer:\n" + "".join(f"  {key}: {value}\n" for key, value in trainer.items()))
         return str(path)
 
     return write

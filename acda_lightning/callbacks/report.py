@@ -6,8 +6,6 @@ Every run writes ``<root>/<name>/runs/<run_id>/``; a complete run (not shortened
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import shutil
 import time
@@ -19,8 +17,9 @@ import torch
 import torchmetrics
 import torchvision
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 
+from ..runs import FINAL_WEIGHTS, config_sha256
 from ..utils import atomic_path, write_json, write_text
 from .convergence import ConvergenceStopping
 from ..plots import learning_curves
@@ -37,6 +36,9 @@ def stopping_reason(trainer: Trainer) -> str:
             return callback.reason
         if isinstance(callback, EarlyStopping) and callback.stopped_epoch:
             return f"early stopping on {callback.monitor} at epoch {callback.stopped_epoch}"
+        remaining = callback.time_remaining() if isinstance(callback, Timer) else None
+        if remaining is not None and remaining <= 0:
+            return f"max_time reached after {trainer.global_step} steps"
     if trainer.fast_dev_run:
         return "fast_dev_run (one batch)"
     if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
@@ -145,8 +147,17 @@ class ReportWriter(Callback):
 
     def _record(self, trainer: Trainer, pl_module: LightningModule) -> dict:
         config = self.run["config"]
-        trained = self.run.get("trained") or {"epochs": trainer.current_epoch, "steps": trainer.global_step}
         fitted = bool(self.history) or self.fit_seconds > 0
+        training = {
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "fit_seconds": round(self.fit_seconds, 2),
+            "stopping": stopping_reason(trainer) if fitted else "not trained in this run",
+            "tested": self.run.get("tested", "final weights"),
+            "selection": self.run.get("selection", FINAL_WEIGHTS),
+            "optimizer": _optimizer(trainer),
+        }
+        training.update(self.run.get("trained") or {})  # a tested checkpoint's own epochs, steps, stopping, selection
         return {
             "run": self.name,
             "run_id": self.run["run_id"],
@@ -159,16 +170,10 @@ class ReportWriter(Callback):
                 "total": sum(p.numel() for p in pl_module.parameters()),
                 "trainable": sum(p.numel() for p in pl_module.parameters() if p.requires_grad),
             },
-            "training": {
-                **trained,
-                "fit_seconds": round(self.fit_seconds, 2),
-                "stopping": stopping_reason(trainer) if fitted else "not trained in this run",
-                "tested": self.run.get("tested", "final weights"),
-                "optimizer": _optimizer(trainer),
-            },
+            "training": training,
             "history": self.history,
             "config": config,
-            "config_sha256": hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest(),
+            "config_sha256": config_sha256(config),
             "environment": {
                 "torch": torch.__version__,
                 "torchvision": torchvision.__version__,
@@ -201,7 +206,7 @@ class ReportWriter(Callback):
             f"({training['epochs']} epochs) in {training['fit_seconds']:.1f} s on {environment['devices']} x "
             f"{environment['device']} ({environment['strategy']}, precision {environment['precision']}), "
             f"seed {environment['seed']}.",
-            f"Stopping: {training['stopping']}. Tested: {training['tested']}.",
+            f"Stopping: {training['stopping']}. Tested: {training['tested']}, selected by: {training['selection']}.",
             f"Config sha256 {record['config_sha256'][:12]}; torch {environment['torch']}, "
             f"lightning {environment['lightning']}.",
         ]

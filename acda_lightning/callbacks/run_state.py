@@ -1,4 +1,5 @@
-"""Callbacks that make a run resumable and its outputs findable: RNG state in checkpoints, prediction files."""
+"""Callbacks that make a run resumable and its outputs findable and honest: checkpoints (last, best, the
+fit's record in each), RNG state, the progress bar, prediction files."""
 
 from __future__ import annotations
 
@@ -8,7 +9,95 @@ from pathlib import Path
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelCheckpoint, ModelSummary, RichProgressBar
+from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
+
+from ..runs import BEST_PREFIX, FIT_RECORD, LAST_CHECKPOINT
+
+
+class FitRecord(Callback):
+    """Writes the fit's identity (run id, config hash and the experiment config, why it is shortened) and
+    how far it got into every checkpoint (``runs.FIT_RECORD``); the CLI marks them finished when it ends."""
+
+    def __init__(self, identity: dict):
+        self.identity = identity
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        checkpoint[FIT_RECORD] = {**self.identity, "finished": False, "epoch": trainer.current_epoch, "step": trainer.global_step}
+
+
+class LastCheckpoint(Checkpoint):
+    """``last.ckpt`` at every training epoch end and every ``every_n_steps`` training steps (0: epoch ends
+    only), whatever the validation interval: Lightning's ModelCheckpoint saves only when it validates, and
+    the crowd configs validate every 5 epochs. A resume from an epoch end repeats an uninterrupted run
+    exactly; from a mid-epoch step it continues with a fresh shuffle of that epoch's remaining batches."""
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int | None = 0):
+        self.path = Path(dirpath) / LAST_CHECKPOINT
+        self.every_n_steps = every_n_steps or 0
+        self._saved_step = -1
+
+    def on_train_batch_end(self, trainer: Trainer, *args) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._save(trainer)
+
+    def _save(self, trainer: Trainer) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.global_step == self._saved_step:
+            return
+        self._saved_step = trainer.global_step
+        trainer.save_checkpoint(self.path, weights_only=False)  # every rank calls it; the strategy writes once
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint by the task's validation metric. A resumed run first deletes ``best-*`` files its
+    restored state does not know (saved after its last.ckpt by the attempt that was cut off), so every
+    run keeps exactly one."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or not self.dirpath:
+            return
+        known = {Path(path).resolve() for path in self.best_k_models}
+        for path in Path(self.dirpath).glob(f"{BEST_PREFIX}*.ckpt"):
+            if path.resolve() not in known:
+                path.unlink()
+
+
+class RunModelSummary(ModelSummary):
+    """Lightning's layer table without its FLOPs: Lightning counts them on the module's ``example_input_array``,
+    which these tasks leave unset (sizes differ per task and image), so every entry and the total read 0.
+    ``acda bench`` measures the FLOPs of ACDA and conv layers."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes, total_flops, **kwargs) -> None:
+        from rich import get_console
+        from rich.table import Table
+
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        table = Table(header_style="bold magenta")
+        for name, _ in columns:
+            table.add_column(name, justify="right" if name == "Params" else "left")
+        for row in zip(*(values for _, values in columns)):
+            table.add_row(*row)
+        console = get_console()
+        console.print(table)
+        console.print(
+            f"Parameters: {get_human_readable_count(int(total_parameters))} "
+            f"({get_human_readable_count(int(trainable_parameters))} trainable, "
+            f"{get_formatted_model_size(model_size)} MB)"
+        )
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without ``v_num``: the tail of a logger's version (``pt_0`` of the CSV
+    logger's ``attempt_0``) says nothing; the run's id and folders are printed when it ends."""
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
 from ..utils import write_text
 

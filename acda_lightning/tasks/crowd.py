@@ -81,7 +81,7 @@ class CrowdCounting(TaskModule):
         output = self(batch["image"])
         self._check_shapes(output, batch["density"])
         loss = F.mse_loss(output, batch["density"] * self.hparams.density_scale)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(output))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(output), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def _evaluate(self, batch: dict, mae: CountMAE, rmse: CountRMSE, stage: str) -> torch.Tensor:

@@ -90,8 +90,8 @@ class Denoising(Restoration):
             terms = self.vdnet_loss(denoiser, self.sigma_net(noisy), noisy, clean)
             loss = terms.pop("loss")
             self.log_dict({f"train/{name}": value for name, value in terms.items()}, on_epoch=True, on_step=False,
-                          batch_size=len(noisy))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy))
+                          batch_size=len(noisy), sync_dist=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(noisy), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def test_artifacts(self, batch: dict, denoised: torch.Tensor, noisy: torch.Tensor) -> dict:

@@ -124,7 +124,7 @@ class SuperResolution(Restoration):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.loss_fn(self(batch["lr"]), batch["hr"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["lr"]))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(batch["lr"]), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def test_artifacts(self, batch: dict, sr: torch.Tensor, bicubic: torch.Tensor) -> dict:

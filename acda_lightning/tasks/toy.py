@@ -41,7 +41,7 @@ class PatternDetection(TaskModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = F.mse_loss(self(batch["image"]), batch["target"])
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

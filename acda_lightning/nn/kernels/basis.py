@@ -25,8 +25,16 @@ def acda_basis(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
     atom_out = atom_out.reshape(batch, channels * num_atoms, out_h, out_w)
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
     # atom_out's channels are c*m + a, so group g's C/g input channels are one contiguous block of
-    # (C/g)*m channels: A applies as a grouped 1x1 conv.
-    return F.conv2d(atom_out, weight, bias, groups=groups)
+    # (C/g)*m channels: A applies as a grouped 1x1 conv. The einsum leaves atom_out channels-last and
+    # conv2d keeps that layout; the output takes the input's layout instead, since channels-last weight
+    # gradients in the layers after this one are rejected by DDP's buckets (laid out like the weights).
+    return F.conv2d(atom_out, weight, bias, groups=groups).contiguous(memory_format=memory_format_of(x))
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels_last 4-D input, else the default layout."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 acda_basis.supports_groups = True

@@ -19,8 +19,8 @@ def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, 
     atom_out = torch.einsum("bmlp,bclp->bcmp", atoms, patches)
     atom_out = atom_out.reshape(batch, channels * num_atoms, out_h, out_w)
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
-    # each group's channels are one contiguous block of atom_out (as in acda_basis)
-    return F.conv2d(atom_out, weight, bias, groups=groups)
+    # each group's channels are one contiguous block of atom_out (as in acda_basis), laid out as the input
+    return F.conv2d(atom_out, weight, bias, groups=groups).contiguous(memory_format=memory_format_of(x))
 
 
 acda_unfold.supports_groups = True
