@@ -1,9 +1,12 @@
 """Crowd counting: density maps keep the count, readers take the official formats, metrics reduce exactly
 under DDP, and the task runs fit -> test -> predict -> report -> Fig. 7 through the CLI."""
 
+import csv
 import json
 import os
+import shutil
 import socket
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -161,10 +164,14 @@ def test_datamodule_batches_crops_and_whole_images(tmp_path):
     data = CrowdDataModule(str(tmp_path / "ShanghaiTech"), "shb", batch_size=4, num_workers=0, crop_size=64, downsample=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 48, 64) and batch["density"].shape == (4, 1, 12, 16)  # whole 48 x 64 images
+    height, width = batch["image"].shape[2:]  # whole images (all smaller than the crop), padded to the batch's largest
+    assert len(batch["image"]) == 4 and 40 <= height <= 56 and 52 <= width <= 72
+    assert batch["density"].shape == (4, 1, height // 4, width // 4)
     assert torch.allclose(batch["density"].sum(dim=(1, 2, 3)), batch["count"].float(), atol=1e-3)
     whole = next(iter(data.val_dataloader()))
-    assert whole["image"].shape == (1, 3, 48, 64) and whole["density"].shape == (1, 1, 12, 16)
+    own_height, own_width = whole["size"][0].tolist()
+    assert whole["image"].shape == (1, 3, -(-own_height // 16) * 16, -(-own_width // 16) * 16)
+    assert whole["density"].shape == (1, 1, whole["image"].shape[2] // 4, whole["image"].shape[3] // 4)
     assert whole["count"].item() == int(whole["count"].item())  # the annotated heads, not a crop's share
     assert len(list((tmp_path / "ShanghaiTech" / ".density_cache").glob("*.h5"))) > 0
 
@@ -242,21 +249,58 @@ def test_pretrained_trunk_loads_and_a_mismatch_is_named(tmp_path):
         load_pretrained_trunk(target, tmp_path / "other.ckpt")
 
 
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib figure saved during the test, by "<folder>/<file>" as saved (atomic temporaries resolved)."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = {}, Figure.savefig
+
+    def record(figure, path, *args, **kwargs):
+        path = Path(path)
+        name = path.name[1:].rsplit(".", 2)[0] if path.suffix == ".tmp" else path.name
+        saved[f"{path.parent.name}/{name}"] = figure
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+def _overlaps(first, second) -> bool:
+    return first.x0 < second.x1 and second.x0 < first.x1 and first.y0 < second.y1 and second.y0 < first.y1
+
+
+CONFIG = Path(__file__).parents[1] / "tasks" / "crowd" / "sha_ad_resnet_s.yaml"
 SMALL_RUN = [
     "--data.crop_size", "64", "--data.batch_size", "4", "--data.num_workers", "0",
     "--trainer.check_val_every_n_epoch", "1",
 ]  # fmt: skip
 
 
-def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, acda_fit):
+def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, acda_fit, saved_figures):
     synth_crowd(tmp_path / "data", seed=0)
     monkeypatch.chdir(tmp_path)  # the config reads data/ShanghaiTech; acda_fit writes reports/ and runs/ here
-    config = Path(__file__).parents[1] / "tasks" / "crowd" / "sha_ad_resnet_s.yaml"
-    record = acda_fit(config, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2})
+    record = acda_fit(CONFIG, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2})
     assert record["metrics"]["test/mae"] >= 0 and record["metrics"]["test/rmse"] >= record["metrics"]["test/mae"]
     assert Path("reports/crowd_sha_ad_resnet_s/figure.png").stat().st_size > 0
     (line,) = build_reports(Path("reports"), only="crowd")
     assert "crowd_sha_ad_resnet_s MAE" in line and "missing runs" in line
+
+    # learning curves: the run's title clear of every panel title; val/mae, validated once, drawn as a marker
+    (run_id,) = [path.name for path in Path("reports/crowd_sha_ad_resnet_s/runs").iterdir()]
+    curves = saved_figures[f"{run_id}/learning_curves.png"]
+    curves.draw_without_rendering()  # lay out as saved
+    title = curves._suptitle.get_window_extent()
+    panels = {axis.get_title(): axis for axis in curves.axes}
+    assert not any(_overlaps(title, axis.title.get_window_extent()) for axis in panels.values())
+    (single,) = panels["val/mae"].get_lines()
+    assert len(single.get_xdata()) == 1 and single.get_marker() not in (None, "None", "", " ")
+    # Fig. 8: the image in colour; true and predicted density on one colour scale, with its colour bar
+    image_axis, true_axis, predicted_axis = saved_figures["crowd/predictions.png"].axes[:3]
+    assert image_axis.get_images()[0].get_array().ndim == 3
+    (true_map,), (predicted_map,) = true_axis.get_images(), predicted_axis.get_images()
+    assert true_map.get_clim() == predicted_map.get_clim() and true_map.get_cmap().name != "gray"
+    assert predicted_map.colorbar is not None and predicted_map.colorbar.vmax == predicted_map.get_clim()[1]
     report = Path("reports/crowd/report.md").read_text()
     assert f"{record['metrics']['test/mae']:.2f} / {record['metrics']['test/rmse']:.2f}" in report
     assert "57.88 / 91.27" in report and "crowd_qnrf_baseline" in report  # the paper beside ours; missing runs named
@@ -273,6 +317,72 @@ def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, mon
     image = "data/ShanghaiTech/part_A_final/test_data/images/IMG_1.jpg"
     assert main(["figures", "scales", "--ckpt", str(checkpoint), "--image", image, "--out", "fig7.png"]) == 0
     assert Path("fig7.png").stat().st_size > 0
+
+
+def _test_split_of_sizes(root: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    """ShanghaiTech-A's test split replaced by images of the given (height, width), image i with i heads."""
+    split = root / "ShanghaiTech" / "part_A_final" / "test_data"
+    shutil.rmtree(split)
+    for heads, (name, (height, width)) in enumerate(sizes.items(), start=1):
+        _jpeg(split / "images" / f"{name}.jpg", height, width)
+        _matlab_shanghaitech_mat(split / "ground_truth" / f"GT_{name}.mat", [[width / 2, height / 2]] * heads)
+
+
+def _predict(out: str, checkpoint: Path, *overrides: str) -> dict[str, dict]:
+    main(["predict", "-c", str(CONFIG), "--ckpt_path", str(checkpoint), "--predict_dir", out, "--trainer.enable_progress_bar",
+          "false", "--trainer.default_root_dir", "runs", "--report.root", "reports", *overrides])  # fmt: skip
+    with open(Path(out) / "counts.csv", newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+# a 20x20 image at output stride 2 is 10x10 (padded to the stride 16 it would be 16x16); sizes round up
+OWN_MAPS = {"IMG_1": ((20, 20), (10, 10)), "IMG_2": ((37, 53), (19, 27)), "IMG_3": ((48, 64), (24, 32))}
+
+
+def test_counts_and_density_maps_cover_each_image_not_its_padding(tmp_path, monkeypatch, acda_fit, saved_figures):
+    """Test and predict count on each image's own area: maps of size / output stride, counts their sums, never < 0."""
+    synth_crowd(tmp_path / "data", seed=0)
+    _test_split_of_sizes(tmp_path / "data", {name: size for name, (size, _) in OWN_MAPS.items()})
+    monkeypatch.chdir(tmp_path)
+    record = acda_fit(CONFIG, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1})
+    (checkpoint,) = Path("runs").rglob("best-*.ckpt")
+
+    rows = _predict("together", checkpoint, "--data.eval_batch_size", "3")  # all three padded to 48x64 in one batch
+    maps = {name: np.load(f"together/{name}_density.npy") for name in OWN_MAPS}
+    assert {name: density.shape for name, density in maps.items()} == {name: shape for name, (_, shape) in OWN_MAPS.items()}
+    assert max(density.max() for density in maps.values()) > 0
+    for name, density in maps.items():
+        assert density.min() >= 0 and float(rows[name]["predicted_count"]) >= 0
+        assert float(rows[name]["predicted_count"]) == pytest.approx(float(density.sum()), abs=2e-3)
+        overlay_image = saved_figures[f"together/{name}_overlay.png"].axes[0].get_images()[0].get_array()
+        assert overlay_image.shape == (*OWN_MAPS[name][0], 3)  # the image alone: no padding drawn as black bars
+
+    alone = _predict("alone", checkpoint)  # one image a batch, as the fit's test ran: the same counts
+    errors = [abs(float(alone[name]["predicted_count"]) - float(alone[name]["true_count"])) for name in OWN_MAPS]
+    assert record["metrics"]["test/mae"] == pytest.approx(np.mean(errors), abs=2e-3)
+    assert record["metrics"]["test/rmse"] == pytest.approx(np.sqrt(np.mean(np.square(errors))), abs=2e-3)
+
+
+@pytest.mark.slow
+def test_two_process_test_counts_on_each_image_as_one_process(tmp_path, monkeypatch, acda_fit):
+    """`acda test` on 2 gloo ranks (disjoint shares, uneven: 3 images) gives the 1-process unpadded MAE / RMSE."""
+    synth_crowd(tmp_path / "data", seed=0)
+    _test_split_of_sizes(tmp_path / "data", {name: size for name, (size, _) in OWN_MAPS.items()})
+    monkeypatch.chdir(tmp_path)
+    one = acda_fit(CONFIG, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1})
+    (checkpoint,) = Path("runs").rglob("best-*.ckpt")
+    rows = _predict("alone", checkpoint)
+    command = [sys.executable, "-m", "acda_lightning.cli", "test", "-c", str(CONFIG), "--ckpt_path", str(checkpoint),
+               "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu",
+               "--trainer.default_root_dir", "ddp_runs", "--report.root", "ddp_reports", "--data.num_workers", "0"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (two,) = [json.loads(path.read_text()) for path in Path("ddp_reports").rglob("runs/*/metrics.json")]
+    errors = [abs(float(rows[name]["predicted_count"]) - float(rows[name]["true_count"])) for name in OWN_MAPS]
+    assert two["metrics"]["test/mae"] == pytest.approx(one["metrics"]["test/mae"], rel=1e-5)
+    assert two["metrics"]["test/mae"] == pytest.approx(np.mean(errors), abs=2e-3)
+    assert two["metrics"]["test/rmse"] == pytest.approx(one["metrics"]["test/rmse"], rel=1e-5)
 
 
 @pytest.mark.slow
