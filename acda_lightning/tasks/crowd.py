@@ -188,13 +188,14 @@ def density_overlay(image: np.ndarray, density: np.ndarray, path: Path, title: s
 
     panels = [("image", None), ("predicted density", density)] + ([("ground truth", true_density)] if true_density is not None else [])
     peak = max(float(overlay.max()) for _, overlay in panels[1:])  # one colour scale for predicted and true
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained")
     height, width = image.shape[:2]
     for axis, (caption, overlay) in zip(axes[0], panels):
         axis.imshow(np.clip(image, 0, 1), extent=(0, width, height, 0))
         if overlay is not None:
-            axis.imshow(overlay, cmap="jet", alpha=0.55, extent=(0, width, height, 0), vmin=0, vmax=max(peak, 1e-6))
+            shown = axis.imshow(overlay, cmap="jet", alpha=0.55, extent=(0, width, height, 0), vmin=0, vmax=max(peak, 1e-6))
         axis.set_title(caption, fontsize=9)
         axis.axis("off")
+    figure.colorbar(shown, ax=list(axes[0][1:]), shrink=0.8, label="heads per output pixel")
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)
