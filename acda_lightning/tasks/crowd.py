@@ -40,8 +40,9 @@ def load_pretrained_trunk(net: torch.nn.Module, checkpoint: str | Path) -> None:
 class CrowdCounting(TaskModule):
     """Regress ``density_scale`` x the density map with MSE (the paper's loss); count = map sum / scale.
 
-    Validation and test run on whole images (batch size 1) and report ``mae`` and ``rmse`` (the
-    paper's "MSE") of the counts; the best checkpoint is the one with the lowest ``val/mae``.
+    Validation and test run on whole images (padded by the data module, which records each image's
+    own ``size``) and report ``mae`` and ``rmse`` (the paper's "MSE") of the counts summed over each
+    image's own area, never its padding; the best checkpoint is the one with the lowest ``val/mae``.
     Adam with a cosine decay over ``trainer.max_epochs`` (``cosine_schedule``).
     ``pretrained``: a classification checkpoint whose trunk initialises this one (the paper starts
     from ImageNet-trained Ad-ResNets).
