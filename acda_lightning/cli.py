@@ -247,7 +247,9 @@ class ACDACLI(LightningCLI):
         bar, prediction files."""
         from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 
-        from .callbacks.run_state import BestCheckpoint, FitRecord, LastCheckpoint, RNGState, RunModelSummary, RunProgressBar
+        from .callbacks.run_state import (
+            BestCheckpoint, FitRecord, LastCheckpoint, PredictionFiles, RNGState, RunModelSummary, RunProgressBar,
+        )  # fmt: skip
         from .runs import BEST_PREFIX, CHECKPOINT_DIR
 
         configured = trainer_config.get("callbacks") or []

@@ -34,16 +34,20 @@ def save_figure(figure, path: Path) -> None:
 
 
 def learning_curves(histories: dict[str, list[dict]], path: Path, title: str = "") -> None:
-    """One panel per logged training/validation quantity; one line per run (log scale for losses)."""
+    """One panel per logged training/validation quantity; one line per run (log scale for losses).
+
+    Constrained layout keeps ``title`` clear of the panel titles; a quantity logged once (a single
+    validation) is drawn as a marker, since a one-point line is invisible.
+    """
     keys = sorted({key for history in histories.values() for row in history for key in row if "/" in key})
     if not keys:
         return
-    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.4), squeeze=False, layout="constrained")
     for axis, key in zip(axes[0], keys):
         for label, history in histories.items():
             points = [(row["step"], row[key]) for row in history if row.get(key) is not None]
             if points:
-                axis.plot(*zip(*points), label=label)
+                axis.plot(*zip(*points), label=label, marker="o" if len(points) == 1 else None)
         axis.set_xlabel("step")
         axis.set_title(key)
         if "loss" in key or "mse" in key:

@@ -1,8 +1,11 @@
 """Crowd counting: density maps keep the count, readers take the official formats, metrics reduce exactly
 under DDP, and the task runs fit -> test -> predict -> report -> Fig. 7 through the CLI."""
 
+import csv
 import json
 import os
+import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -161,10 +164,14 @@ def test_datamodule_batches_crops_and_whole_images(tmp_path):
     data = CrowdDataModule(str(tmp_path / "ShanghaiTech"), "shb", batch_size=4, num_workers=0, crop_size=64, downsample=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    assert batch["image"].shape == (4, 3, 48, 64) and batch["density"].shape == (4, 1, 12, 16)  # whole 48 x 64 images
+    height, width = batch["image"].shape[2:]  # whole images (all smaller than the crop), padded to the batch's largest
+    assert len(batch["image"]) == 4 and 40 <= height <= 56 and 52 <= width <= 72
+    assert batch["density"].shape == (4, 1, height // 4, width // 4)
     assert torch.allclose(batch["density"].sum(dim=(1, 2, 3)), batch["count"].float(), atol=1e-3)
     whole = next(iter(data.val_dataloader()))
-    assert whole["image"].shape == (1, 3, 48, 64) and whole["density"].shape == (1, 1, 12, 16)
+    own_height, own_width = whole["size"][0].tolist()
+    assert whole["image"].shape == (1, 3, -(-own_height // 16) * 16, -(-own_width // 16) * 16)
+    assert whole["density"].shape == (1, 1, whole["image"].shape[2] // 4, whole["image"].shape[3] // 4)
     assert whole["count"].item() == int(whole["count"].item())  # the annotated heads, not a crop's share
     assert len(list((tmp_path / "ShanghaiTech" / ".density_cache").glob("*.h5"))) > 0
 
@@ -239,20 +246,57 @@ def test_pretrained_trunk_loads_and_a_mismatch_is_named(tmp_path):
         load_pretrained_trunk(target, tmp_path / "other.ckpt")
 
 
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib figure saved during the test, by "<folder>/<file>" as saved (atomic temporaries resolved)."""
+    from matplotlib.figure import Figure
+
+    saved, savefig = {}, Figure.savefig
+
+    def record(figure, path, *args, **kwargs):
+        path = Path(path)
+        name = path.name[1:].rsplit(".", 2)[0] if path.suffix == ".tmp" else path.name
+        saved[f"{path.parent.name}/{name}"] = figure
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return saved
+
+
+def _overlaps(first, second) -> bool:
+    return first.x0 < second.x1 and second.x0 < first.x1 and first.y0 < second.y1 and second.y0 < first.y1
+
+
+CONFIG = Path(__file__).parents[1] / "tasks" / "crowd" / "sha_ad_resnet_s.yaml"
 SMALL_RUN = [
     "--data.crop_size", "64", "--data.batch_size", "4", "--data.num_workers", "0",
     "--trainer.check_val_every_n_epoch", "1",
 ]  # fmt: skip
 
 
-def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, acda_fit):
+def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, monkeypatch, acda_fit, saved_figures):
     synth_crowd(tmp_path / "data", seed=0)
     monkeypatch.chdir(tmp_path)  # the config reads data/ShanghaiTech; acda_fit writes reports/ and runs/ here
-    config = Path(__file__).parents[1] / "tasks" / "crowd" / "sha_ad_resnet_s.yaml"
-    record = acda_fit(config, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2})
+    record = acda_fit(CONFIG, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2})
     assert Path("reports/crowd_sha_ad_resnet_s/figure.png").stat().st_size > 0
     (line,) = build_reports(Path("reports"), only="crowd")
     assert "crowd_sha_ad_resnet_s MAE" in line and "missing runs" in line
+
+    # learning curves: the run's title clear of every panel title; val/mae, validated once, drawn as a marker
+    (run_id,) = [path.name for path in Path("reports/crowd_sha_ad_resnet_s/runs").iterdir()]
+    curves = saved_figures[f"{run_id}/learning_curves.png"]
+    curves.draw_without_rendering()  # lay out as saved
+    title = curves._suptitle.get_window_extent()
+    panels = {axis.get_title(): axis for axis in curves.axes}
+    assert not any(_overlaps(title, axis.title.get_window_extent()) for axis in panels.values())
+    (single,) = panels["val/mae"].get_lines()
+    assert len(single.get_xdata()) == 1 and single.get_marker() not in (None, "None", "", " ")
+    # Fig. 8: the image in colour; true and predicted density on one colour scale, with its colour bar
+    image_axis, true_axis, predicted_axis = saved_figures["crowd/predictions.png"].axes[:3]
+    assert image_axis.get_images()[0].get_array().ndim == 3
+    (true_map,), (predicted_map,) = true_axis.get_images(), predicted_axis.get_images()
+    assert true_map.get_clim() == predicted_map.get_clim() and true_map.get_cmap().name != "gray"
+    assert predicted_map.colorbar is not None and predicted_map.colorbar.vmax == predicted_map.get_clim()[1]
     report = Path("reports/crowd/report.md").read_text()
     assert f"{record['metrics']['test/mae']:.2f} / {record['metrics']['test/rmse']:.2f}" in report
     assert "57.88 / 91.27" in report and "crowd_qnrf_baseline" in report  # the paper beside ours; missing runs named
@@ -276,6 +320,93 @@ def test_fit_test_predict_report_and_scales_figure_through_the_cli(tmp_path, mon
     image = "data/ShanghaiTech/part_A_final/test_data/images/IMG_1.jpg"
     assert main(["figures", "scales", "--ckpt", str(checkpoint), "--image", image, "--out", "fig7.png"]) == 0
     assert Path("fig7.png").stat().st_size > 0
+
+
+def _test_split_of_sizes(root: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    """ShanghaiTech-A's test split replaced by images of the given (height, width), image i with i heads."""
+    split = root / "ShanghaiTech" / "part_A_final" / "test_data"
+    shutil.rmtree(split)
+    for heads, (name, (height, width)) in enumerate(sizes.items(), start=1):
+        _jpeg(split / "images" / f"{name}.jpg", height, width)
+        _matlab_shanghaitech_mat(split / "ground_truth" / f"GT_{name}.mat", [[width / 2, height / 2]] * heads)
+
+
+def _predict(out: str, checkpoint: Path, *overrides: str) -> dict[str, dict]:
+    main(["predict", "-c", str(CONFIG), "--ckpt_path", str(checkpoint), "--predict_dir", out, "--trainer.enable_progress_bar",
+          "false", "--trainer.default_root_dir", "runs", "--report.root", "reports", *overrides])  # fmt: skip
+    with open(Path(out) / "counts.csv", newline="") as handle:
+        return {row["name"]: row for row in csv.DictReader(handle)}
+
+
+def _constant_density_checkpoint(checkpoint: Path, heads_per_pixel: float) -> Path:
+    """``checkpoint`` with its last 1x1 conv set to output ``heads_per_pixel`` everywhere, padding included."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    weights = state["state_dict"]
+    (bias,) = [key for key, value in weights.items() if key.startswith("net.decoder.") and key.endswith(".bias") and value.numel() == 1]
+    weights[bias.replace(".bias", ".weight")].zero_()
+    weights[bias].fill_(heads_per_pixel * state["hyper_parameters"]["density_scale"])
+    path = checkpoint.with_name("constant.ckpt")
+    torch.save(state, path)
+    return path
+
+
+# a 20x20 image at output stride 2 is 10x10 (padded to the stride 16 it would be 16x16); sizes round up
+OWN_MAPS = {"IMG_1": ((20, 20), (10, 10)), "IMG_2": ((37, 53), (19, 27)), "IMG_3": ((48, 64), (24, 32))}
+HEADS_PER_PIXEL = 0.01
+
+
+def _fitted_on_odd_sizes(tmp_path, monkeypatch, acda_fit) -> tuple[dict, Path]:
+    """A 1-step crowd run whose test split holds the OWN_MAPS images (image i with i heads): its record and checkpoint."""
+    synth_crowd(tmp_path / "data", seed=0)
+    _test_split_of_sizes(tmp_path / "data", {name: size for name, (size, _) in OWN_MAPS.items()})
+    monkeypatch.chdir(tmp_path)
+    record = acda_fit(CONFIG, *SMALL_RUN, budget={"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1})
+    (checkpoint,) = Path("runs").rglob("best-*.ckpt")
+    return record, checkpoint
+
+
+def _expected_mae() -> float:
+    """Test MAE of a net predicting HEADS_PER_PIXEL on each image's own map (image i holds i heads)."""
+    return float(np.mean([abs(rows * cols * HEADS_PER_PIXEL - heads) for heads, (_, (rows, cols)) in enumerate(OWN_MAPS.values(), 1)]))
+
+
+def test_counts_and_density_maps_cover_each_image_not_its_padding(tmp_path, monkeypatch, acda_fit, saved_figures):
+    """Test and predict count on each image's own area: maps of size / output stride, counts their sums, never < 0."""
+    record, checkpoint = _fitted_on_odd_sizes(tmp_path, monkeypatch, acda_fit)
+    assert record["metrics"]["test/mae"] >= 0
+    rows = _predict("fitted", checkpoint, "--data.eval_batch_size", "3")  # all three padded to 48x64 in one batch
+    for name, (_, shape) in OWN_MAPS.items():
+        density = np.load(f"fitted/{name}_density.npy")
+        assert density.shape == shape and density.min() >= 0 and float(rows[name]["predicted_count"]) >= 0
+
+    # a net that predicts the same density everywhere counts exactly its image's own map, whatever the batch's padding
+    constant = _constant_density_checkpoint(checkpoint, HEADS_PER_PIXEL)
+    rows = _predict("constant", constant, "--data.eval_batch_size", "3")
+    for name, ((height, width), shape) in OWN_MAPS.items():
+        density = np.load(f"constant/{name}_density.npy")
+        assert density.shape == shape and np.allclose(density, HEADS_PER_PIXEL)
+        assert float(rows[name]["predicted_count"]) == pytest.approx(float(density.sum()), abs=2e-3)
+        overlay_image = saved_figures[f"constant/{name}_overlay.png"].axes[0].get_images()[0].get_array()
+        assert overlay_image.shape == (height, width, 3)  # the image alone: no padding drawn as black bars
+    main(["test", "-c", str(CONFIG), "--ckpt_path", str(constant), "--data.eval_batch_size", "2", "--report.root", "tested",
+          "--trainer.default_root_dir", "runs", "--trainer.enable_progress_bar", "false"])  # fmt: skip
+    (tested,) = [json.loads(path.read_text()) for path in Path("tested").glob("*/runs/*/metrics.json")]
+    assert tested["metrics"]["test/mae"] == pytest.approx(_expected_mae(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_process_test_counts_on_each_image_as_one_process(tmp_path, monkeypatch, acda_fit):
+    """`acda test` on 2 gloo ranks (disjoint, uneven shares of 3 images, 2 a batch) counts each image's own area."""
+    _, checkpoint = _fitted_on_odd_sizes(tmp_path, monkeypatch, acda_fit)
+    constant = _constant_density_checkpoint(checkpoint, HEADS_PER_PIXEL)
+    command = [sys.executable, "-m", "acda_lightning.cli", "test", "-c", str(CONFIG), "--ckpt_path", str(constant),
+               "--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--data.eval_batch_size",
+               "2", "--trainer.default_root_dir", "runs", "--report.root", "tested", "--data.num_workers", "0"]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (tested,) = [json.loads(path.read_text()) for path in Path("tested").glob("*/runs/*/metrics.json")]
+    assert tested["metrics"]["test/mae"] == pytest.approx(_expected_mae(), rel=1e-5)
 
 
 @pytest.mark.slow

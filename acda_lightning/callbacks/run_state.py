@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Checkpoint, ModelC
 from lightning.pytorch.utilities.model_summary import get_formatted_model_size, get_human_readable_count
 
 from ..runs import BEST_PREFIX, FIT_RECORD, LAST_CHECKPOINT
+from ..utils import write_text
 
 
 class FitRecord(Callback):
@@ -98,8 +99,6 @@ class RunProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
-
-from ..utils import write_text
 
 
 class RNGState(Callback):

@@ -254,23 +254,29 @@ class TrainTransform:
 
 
 def pad_collate(samples: list[dict]) -> dict:
-    """Zero-pad every sample's image and density to the batch's largest (bottom/right), then stack."""
+    """Zero-pad every sample's image (and density, when it has one) to the batch's largest (bottom/right), then stack.
+
+    Whole-image samples carry their own ``size`` (from ``WholeImageTransform``), so evaluation
+    can crop each prediction back to its image however the batch was padded.
+    """
     height = max(s["image"].shape[1] for s in samples)
     width = max(s["image"].shape[2] for s in samples)
-    scale = samples[0]["image"].shape[1] // samples[0]["density"].shape[1]
-    padded = [
-        {
-            **s,
-            "image": F.pad(s["image"], (0, width - s["image"].shape[2], 0, height - s["image"].shape[1])),
-            "density": F.pad(s["density"], (0, width // scale - s["density"].shape[2], 0, height // scale - s["density"].shape[1])),
-        }
-        for s in samples
-    ]
+    padded = []
+    for sample in samples:
+        image = sample["image"]
+        padded.append({**sample, "image": F.pad(image, (0, width - image.shape[2], 0, height - image.shape[1]))})
+        if "density" in sample:
+            density, scale = sample["density"], image.shape[1] // sample["density"].shape[1]
+            padded[-1]["density"] = F.pad(density, (0, width // scale - density.shape[2], 0, height // scale - density.shape[1]))
     return default_collate(padded)
 
 
 class WholeImageTransform:
-    """Pad to a multiple of ``size_divisor`` (the network's total stride), sum-pool the density."""
+    """Pad to a multiple of ``size_divisor`` (the network's total stride), sum-pool the density.
+
+    ``size``: the image's own (height, width) before any padding; evaluation and prediction crop
+    the predicted density to it, so heads are counted on the image and never on the padding.
+    """
 
     def __init__(self, size_divisor: int, downsample: int):
         if size_divisor % downsample:
@@ -283,7 +289,7 @@ class WholeImageTransform:
         padded = _pad_to(sample, -(-height // step) * step, -(-width // step) * step)
         if "density" in padded:
             padded["density"] = sum_pool(padded["density"], self.downsample)
-        return padded
+        return {**padded, "size": torch.tensor([height, width])}
 
 
 class _WorkerSeeded:
@@ -300,13 +306,15 @@ DATASETS = {"sha": ("ShanghaiTech", "A"), "shb": ("ShanghaiTech", "B"), "qnrf": 
 
 
 class CrowdDataModule(TaskDataModule):
-    """ShanghaiTech A/B or UCF-QNRF for counting: random crops for training, whole images (batch 1) to evaluate.
+    """ShanghaiTech A/B or UCF-QNRF for counting: random crops for training, whole images to evaluate.
 
     ``dataset``: "sha", "shb" or "qnrf"; ``root`` holds ``part_A_final/``... (ShanghaiTech) or
     ``Train/``, ``Test/`` (UCF-QNRF). The datasets have no validation split: ``val_fraction`` of
     the training images (a seeded choice) are held out and evaluated whole, for best-MAE
     checkpointing. ``downsample`` must equal the network's output stride and ``size_divisor``
-    its total stride. ``predict_root``: a folder of images to predict on (default: the test split).
+    its total stride. ``eval_batch_size`` whole images are evaluated (and predicted) at a time, padded
+    to the batch's largest; every count is taken on its own image's area, so the numbers do not depend on
+    it. ``predict_root``: a folder of images to predict on (default: the test split).
     ``cache_dir``: where density maps are cached (default ``<root>/.density_cache``); ``cache=False`` renders them every time.
     """
 
@@ -315,6 +323,7 @@ class CrowdDataModule(TaskDataModule):
         root: str = "data/ShanghaiTech",
         dataset: str = "sha",
         batch_size: int = 8,
+        eval_batch_size: int = 1,
         num_workers: int = 4,
         crop_size: int = 256,
         downsample: int = 2,
@@ -334,6 +343,8 @@ class CrowdDataModule(TaskDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+        if eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be at least 1, got {eval_batch_size}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.train_transform = TrainTransform(crop_size, downsample, hflip, scale_range, np.random.default_rng(seed))
@@ -378,13 +389,20 @@ class CrowdDataModule(TaskDataModule):
         )
 
     def _whole_images(self, dataset: Dataset) -> DataLoader:
-        """Batch size 1; under DDP each rank gets a disjoint share with no padded duplicates, so sums reduce exactly."""
+        """Under DDP each rank gets a disjoint share with no padded duplicates, so sums reduce exactly."""
         sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
             sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
-        return self._loader(dataset, 1, num_workers=min(self.hparams.num_workers, 2), persistent=False, sampler=sampler)
+        return self._loader(
+            dataset,
+            self.hparams.eval_batch_size,
+            num_workers=min(self.hparams.num_workers, 2),
+            persistent=False,
+            sampler=sampler,
+            collate_fn=pad_collate,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._whole_images(self.val_set)
@@ -450,7 +468,13 @@ def write_qnrf_mat(path: Path, points: np.ndarray) -> Path:
 
 
 SYNTH_SPLITS = {"train": 40, "test": 10}
-SYNTH_SIZE = (48, 64)  # small: every config's fast_dev_run trains on whole synthetic images
+# Small, so every config's fast_dev_run trains on whole images; sizes vary and most are not multiples of
+# the nets' stride 16, so evaluation meets padded batches as on the real sets.
+SYNTH_HEIGHTS, SYNTH_WIDTHS = (40, 56), (52, 72)
+
+
+def _synthetic_size(rng: np.random.Generator) -> tuple[int, int]:
+    return int(rng.integers(SYNTH_HEIGHTS[0], SYNTH_HEIGHTS[1] + 1)), int(rng.integers(SYNTH_WIDTHS[0], SYNTH_WIDTHS[1] + 1))
 
 
 @register_synth("crowd")
@@ -466,12 +490,12 @@ def synth_crowd(out: Path, seed: int) -> list[Path]:
         for split, number in SYNTH_SPLITS.items():
             folder = out / "ShanghaiTech" / f"part_{part}_final" / f"{split}_data"
             for index in range(1, number + 1):
-                image, points = _synthetic_crowd(rng, *SYNTH_SIZE, grayscale=index % 10 == 0)
+                image, points = _synthetic_crowd(rng, *_synthetic_size(rng), grayscale=index % 10 == 0)
                 written.append(_write_jpeg(folder / "images" / f"IMG_{index}.jpg", image))
                 written.append(write_shanghaitech_mat(folder / labels / f"GT_IMG_{index}.mat", points))
     for split, number in SYNTH_SPLITS.items():
         for index in range(1, number + 1):
-            image, points = _synthetic_crowd(rng, *SYNTH_SIZE, grayscale=False)
+            image, points = _synthetic_crowd(rng, *_synthetic_size(rng), grayscale=False)
             stem = out / "UCF-QNRF_ECCV18" / split.capitalize() / f"img_{index:04d}"
             written.append(_write_jpeg(stem.with_suffix(".jpg"), image))
             written.append(write_qnrf_mat(stem.with_name(f"{stem.name}_ann.mat"), points))

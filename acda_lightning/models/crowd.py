@@ -20,7 +20,8 @@ class CrowdCounter(nn.Module):
     ``output_stride`` (trunk stride / 2**len(decoder_channels)) is the factor the target density is
     sum-pooled by; ``size_divisor`` (the trunk's stride) is what input sizes must be multiples of.
     ``paper_parameters``: Table 3's count for the same net (``acda models`` prints ours beside it).
-    The last layer is linear: a final ReLU would start training with dead outputs on empty regions.
+    A ReLU after the 1x1 conv keeps the density >= 0, so no count is negative, and gives exact
+    zeros on empty regions (a softplus leaves a positive floor that adds up over a large image).
     """
 
     def __init__(self, trunk: nn.Module, decoder_channels: Sequence[int]):
@@ -34,7 +35,7 @@ class CrowdCounter(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             channels = out_channels
-        layers.append(nn.Conv2d(channels, 1, 1))
+        layers += [nn.Conv2d(channels, 1, 1), nn.ReLU()]
         self.decoder = nn.Sequential(*layers)
         self.size_divisor = trunk.output_stride
         if self.size_divisor % 2 ** len(decoder_channels):

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..plots import image_grid, learning_curves, register_figure, save_figure
 from ..paper import TABLE3
+from ..plots import learning_curves, register_figure, save_figure
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_predictions, load_run, missing_runs, run_names
@@ -40,20 +40,34 @@ def build_crowd(root: Path) -> list[str]:
     out = root / "crowd"
     write_json(out / "metrics.json", metrics)
     write_text(out / "report.md", _crowd_markdown(done, missing))
-    panels = []
-    for (dataset, model), record in done.items():
-        arrays = load_predictions(root, record["run"])
-        panels.append(
-            [
-                (f"{record['run']}: image", arrays["image"].mean(axis=2)),
-                (f"true, {float(arrays['count']):.0f}", arrays["density"]),
-                (f"predicted, {float(arrays['predicted_count']):.1f}", arrays["predicted_density"]),
-            ]
-        )
-    image_grid(panels, out / "predictions.png", title="Crowd counting: first test image per run (paper Fig. 8)")
+    predictions_figure({record["run"]: load_predictions(root, record["run"]) for record in done.values()}, out / "predictions.png")
     learning_curves({record["run"]: record["history"] for record in done.values()}, out / "learning_curves.png")
     summary = ", ".join(f"{record['run']} MAE {record['metrics']['test/mae']:.2f}" for record in done.values())
     return [f"crowd: {out}/report.md ({summary})" + (f"; missing runs {missing}" if missing else "")]
+
+
+def predictions_figure(predictions: dict[str, dict], path: Path) -> None:
+    """Paper Fig. 8, one row per run: its first test image in colour, then the true and the predicted
+    density on one colour scale (0 to the larger peak of the two) with its colour bar."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(predictions), 3, figsize=(10, 2.9 * len(predictions)), squeeze=False, layout="constrained")
+    for row, (run, arrays) in zip(axes, predictions.items()):
+        row[0].imshow(np.clip(arrays["image"], 0, 1))
+        row[0].set_title(f"{run}: test image", fontsize=9)
+        peak = max(float(arrays["density"].max()), float(arrays["predicted_density"].max()), 1e-6)
+        maps = [
+            (f"true density, count {float(arrays['count']):.0f}", arrays["density"]),
+            (f"predicted, count {float(arrays['predicted_count']):.1f}", arrays["predicted_density"]),
+        ]
+        for axis, (caption, density) in zip(row[1:], maps):
+            shown = axis.imshow(density, cmap="jet", vmin=0, vmax=peak, interpolation="nearest")
+            axis.set_title(caption, fontsize=9)
+        figure.colorbar(shown, ax=list(row[1:]), shrink=0.9, label="heads per output pixel")
+        for axis in row:
+            axis.axis("off")
+    figure.suptitle("Crowd counting: first test image per run (paper Fig. 8)")
+    save_figure(figure, path)
 
 
 def _pair(values) -> str:

@@ -38,8 +38,9 @@ def load_pretrained_trunk(net: torch.nn.Module, checkpoint: str | Path) -> None:
 class CrowdCounting(TaskModule):
     """Regress ``density_scale`` x the density map with MSE (the paper's loss); count = map sum / scale.
 
-    Validation and test run on whole images (batch size 1) and report ``mae`` and ``rmse`` (the
-    paper's "MSE") of the counts; the best checkpoint is the one with the lowest ``val/mae``.
+    Validation and test run on whole images (padded by the data module, which records each image's
+    own ``size``) and report ``mae`` and ``rmse`` (the paper's "MSE") of the counts summed over each
+    image's own area, never its padding; the best checkpoint is the one with the lowest ``val/mae``.
     Adam with a cosine decay over ``trainer.max_epochs`` (``cosine_schedule``).
     ``pretrained``: a classification checkpoint whose trunk initialises this one (the paper starts
     from ImageNet-trained Ad-ResNets).
@@ -84,48 +85,67 @@ class CrowdCounting(TaskModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(output), sync_dist=True)
         return self.check_finite(loss, batch_idx)
 
-    def _evaluate(self, batch: dict, mae: CountMAE, rmse: CountRMSE, stage: str) -> torch.Tensor:
+    def _image_area(self, batch: dict, density: torch.Tensor) -> list[tuple[int, int]]:
+        """Per sample, the (rows, columns) of ``density`` that cover the image itself, not the padding.
+
+        The data module pads whole images to the net's stride and to the batch's largest and
+        records each image's own ``size``; a batch without sizes is unpadded (the net pads and
+        crops inside itself), so its whole map is the image.
+        """
+        if "size" not in batch:
+            return [tuple(density.shape[-2:])] * len(density)
+        stride = self.net.output_stride
+        return [(-(-int(height) // stride), -(-int(width) // stride)) for height, width in batch["size"].tolist()]
+
+    def _evaluate(self, batch: dict, mae: CountMAE, rmse: CountRMSE, stage: str) -> tuple[torch.Tensor, list]:
+        """Counts on each image's own area: the density predicted on the padding is cropped off before summing."""
         density = self._density(batch["image"])
         self._check_shapes(density, batch["density"])
-        counts = density.sum(dim=(1, 2, 3))
+        area = self._image_area(batch, density)
+        counts = torch.stack([map_[:, :rows, :columns].sum() for map_, (rows, columns) in zip(density, area)])
         mae.update(counts, batch["count"])
         rmse.update(counts, batch["count"])
         self.log_dict({f"{stage}/mae": mae, f"{stage}/rmse": rmse}, batch_size=len(counts))
-        return density
+        return density, area
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_mae, self.val_rmse, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        density = self._evaluate(batch, self.test_mae, self.test_rmse, "test")
+        density, area = self._evaluate(batch, self.test_mae, self.test_rmse, "test")
         if batch_idx == 0:
+            rows, columns = area[0]
+            predicted = density[0, 0, :rows, :columns]
             self.report_artifacts = {
-                "image": batch["image"][0].permute(1, 2, 0).float().cpu().numpy(),
-                "density": batch["density"][0, 0].float().cpu().numpy(),
-                "predicted_density": density[0, 0].float().cpu().numpy(),
+                "image": _own_pixels(batch, 0).permute(1, 2, 0).float().cpu().numpy(),
+                "density": batch["density"][0, 0, :rows, :columns].float().cpu().numpy(),
+                "predicted_density": predicted.float().cpu().numpy(),
                 "count": float(batch["count"][0]),
-                "predicted_count": float(density[0].sum()),
+                "predicted_count": float(predicted.sum()),
             }
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Per image: its density map cropped to the image (size / output stride, rounded up) and its count."""
         density = self._density(batch["image"])
-        return {"density": density, "count": density.sum(dim=(1, 2, 3)), "true_count": batch["count"].float()}
+        maps = [map_[0, :rows, :columns] for map_, (rows, columns) in zip(density, self._image_area(batch, density))]
+        return {"density": maps, "count": torch.stack([map_.sum() for map_ in maps]), "true_count": batch["count"].float()}
 
     def write_predictions(self, outputs: dict, batch: dict, out_dir: Path) -> list[Path]:
-        """Per image: ``<name>_density.npy`` and ``<name>_overlay.png`` (Fig. 8 style); counts merged into ``counts.csv``."""
+        """Per image: ``<name>_density.npy`` and ``<name>_overlay.png`` (Fig. 8 style), both of the image's own
+        area; counts (the sums of those maps) merged into ``counts.csv``."""
         from ..data.crowd import write_counts_csv
         from ..utils import atomic_path
 
         out_dir = Path(out_dir)
         written, counts = [], {}
         for index, name in enumerate(batch["name"]):
-            density = outputs["density"][index, 0].detach().float().cpu().numpy()
+            density = outputs["density"][index].detach().float().cpu().numpy()
             predicted, true = float(outputs["count"][index]), float(outputs["true_count"][index])
             counts[name] = (predicted, true)
             array_path = out_dir / f"{name}_density.npy"
             with atomic_path(array_path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, density)
-            image = batch["image"][index].permute(1, 2, 0).float().cpu().numpy()
+            image = _own_pixels(batch, index).permute(1, 2, 0).float().cpu().numpy()
             overlay = out_dir / f"{name}_overlay.png"
             density_overlay(image, density, overlay, _count_title(name, predicted, true))
             written += [array_path, overlay]
@@ -146,6 +166,15 @@ class CrowdCounting(TaskModule):
         density_overlay(artifacts["image"], artifacts["predicted_density"], run_dir / "figure.png", title, artifacts["density"])
 
 
+def _own_pixels(batch: dict, index: int) -> torch.Tensor:
+    """Sample ``index``'s image without the padding the batch added (all of it when the batch has no sizes)."""
+    image = batch["image"][index]
+    if "size" not in batch:
+        return image
+    height, width = batch["size"][index].tolist()
+    return image[:, :height, :width]
+
+
 def _count_title(name: str, predicted: float, true: float) -> str:
     return f"{name}: count {predicted:.1f}" + ("" if math.isnan(true) else f" (ground truth {true:.0f})")
 
@@ -157,13 +186,15 @@ def density_overlay(image: np.ndarray, density: np.ndarray, path: Path, title: s
     from ..plots import save_figure
 
     panels = [("image", None), ("predicted density", density)] + ([("ground truth", true_density)] if true_density is not None else [])
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    peak = max(float(overlay.max()) for _, overlay in panels[1:])  # one colour scale for predicted and true
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False, layout="constrained")
     height, width = image.shape[:2]
     for axis, (caption, overlay) in zip(axes[0], panels):
         axis.imshow(np.clip(image, 0, 1), extent=(0, width, height, 0))
         if overlay is not None:
-            axis.imshow(np.clip(overlay, 0, None), cmap="jet", alpha=0.55, extent=(0, width, height, 0))
+            shown = axis.imshow(overlay, cmap="jet", alpha=0.55, extent=(0, width, height, 0), vmin=0, vmax=max(peak, 1e-6))
         axis.set_title(caption, fontsize=9)
         axis.axis("off")
+    figure.colorbar(shown, ax=list(axes[0][1:]), shrink=0.8, label="heads per output pixel")
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .basis import memory_format_of
+
 
 def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
     batch, channels = x.shape[:2]
