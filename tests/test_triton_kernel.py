@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import triton
 from torch import nn
 
 from acda_lightning.nn import ACDAConv2d, acda_reference
@@ -225,6 +226,89 @@ class TestInterpreted:
         targets = [str(node.target) for node in program.graph.nodes if node.op == "call_function"]
         assert targets.count("acda_lightning.triton_acda.default") == 1, targets
         torch.testing.assert_close(program.module()(x), layer(x))
+
+
+class LaunchRecorder:
+    """Stands in for a Triton kernel: records each launch's grid and compile-time arguments, then launches."""
+
+    def __init__(self, kernel, name, launches):
+        self.kernel, self.name, self.launches = kernel, name, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **settings):
+            self.launches.append({"kernel": self.name, "grid": grid, **settings})
+            return self.kernel[grid](*args, **settings)
+
+        return launch
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    recorded = []
+    for name in ("forward", "backward"):
+        attribute = f"_acda_{name}_kernel"
+        monkeypatch.setattr(triton_acda, attribute, LaunchRecorder(getattr(triton_acda, attribute), name, recorded))
+    return recorded
+
+
+@pytest.fixture
+def allow_tf32():
+    """Sets torch.backends.cuda.matmul.allow_tf32 for one test: ``allow_tf32(True)``."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+
+    def set_allowed(allowed: bool) -> None:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+    yield set_allowed
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@interpreted
+class TestLaunchSettings:
+    """What each kernel is launched with: dot precision, offset width, batch tiling over the grid."""
+
+    @pytest.mark.parametrize("tf32", [False, True])
+    def test_fp32_dots_in_tf32_exactly_when_torch_allows(self, allow_tf32, launches, tf32):
+        allow_tf32(tf32)
+        layer = make_layer(6, 5, 3, num_atoms=2)
+        check_equals_reference(layer, torch.randn(2, 6, 7, 6, requires_grad=True), rtol=1e-4, atol=1e-4)
+        assert [(launch["kernel"], launch["PRECISION"]) for launch in launches] == [
+            ("forward", "tf32" if tf32 else "ieee"), ("backward", "tf32" if tf32 else "ieee")]
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_inputs_dot_in_their_own_dtype_whatever_tf32(self, allow_tf32, launches, dtype):
+        """Their tensor cores, never TF32 (AMD's compiler rejects TF32 for them)."""
+        allow_tf32(True)
+        check_low_precision(dtype, 2e-2, 5e-2)
+        operand = {torch.float16: triton.language.float16, torch.bfloat16: triton.language.bfloat16}[dtype]
+        assert [(launch["OPERAND"], launch["PRECISION"]) for launch in launches] == [(operand, "ieee")] * 2
+
+    def test_64_bit_offsets_past_2_31_elements_per_image(self, monkeypatch, launches):
+        """A small image takes 32-bit offsets; with the limit lowered below its size the 64-bit path runs, and
+        matches the reference; an image of 1x513x2048x2048 (NCHW) or 1x512x2048x2048 (channels_last) is past it."""
+        layer = make_layer(6, 5, 3, num_atoms=2)
+        x = torch.randn(2, 6, 7, 6, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+        with monkeypatch.context() as patch:
+            patch.setattr(triton_acda, "INT32_OFFSETS", 6 * 9 * 8 // 2)
+            check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+        int32, int64 = triton.language.int32, triton.language.int64
+        assert [launch["INDEX"] for launch in launches] == [int32, int32, int64, int64]
+        for x in (torch.empty(1, 513, 2048, 2048, device="meta"),
+                  torch.empty(1, 512, 2048, 2048, device="meta").to(memory_format=torch.channels_last)):
+            settings = triton_acda._settings(x, torch.empty(8, x.shape[1], 2), 3, triton_acda.FORWARD_BLOCKS,
+                                             [triton_acda.F.pad(x, (1,) * 4)])
+            assert settings["INDEX"] == int64
+        assert triton_acda._settings(x, torch.empty(8, 512, 2), 3, triton_acda.FORWARD_BLOCKS,
+                                     [x[:, :, :1024]])["INDEX"] == int32
+
+    def test_batch_tiled_over_the_grid(self, monkeypatch, launches):
+        """Grid dimension z holds 65535 programs: a larger batch is launched in slices (here of 2 images)."""
+        monkeypatch.setattr(triton_acda, "MAX_GRID_BATCH", 2)
+        layer = make_layer(6, 5, 3, num_atoms=2)
+        check_equals_reference(layer, torch.randn(5, 6, 7, 6, requires_grad=True), rtol=1e-4, atol=1e-4)
+        assert [(launch["kernel"], launch["grid"][2]) for launch in launches] == [
+            ("forward", 2), ("forward", 2), ("forward", 1), ("backward", 2), ("backward", 2), ("backward", 1)]
 
 
 def test_cpu_without_the_interpreter_is_refused(monkeypatch):

@@ -19,9 +19,10 @@ from triton.compiler import ASTSource
 from acda_lightning.nn.kernels import triton_acda
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-# input dtype, accumulator, dot precision (as triton_acda._settings chooses them)
-DTYPES = [("fp32", tl.float32, "ieee"), ("fp32", tl.float32, "tf32"), ("bf16", tl.float32, "tf32"),
-          ("fp16", tl.float32, "tf32"), ("fp64", tl.float64, "ieee")]
+# input dtype, accumulator, dot operands, dot precision, offsets (as triton_acda._settings chooses them)
+DTYPES = [("fp32", tl.float32, tl.float32, "ieee", tl.int32), ("fp32", tl.float32, tl.float32, "tf32", tl.int32),
+          ("bf16", tl.float32, tl.bfloat16, "ieee", tl.int32), ("fp16", tl.float32, tl.float16, "ieee", tl.int64),
+          ("fp64", tl.float64, tl.float64, "ieee", tl.int32)]
 
 
 def signature(kernel, pointer_types: dict, constexprs: dict) -> dict:
@@ -51,11 +52,12 @@ def main() -> int:
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"acda_triton_{os.getpid()}.cubin"
     for arch in (80, 90):
         target = GPUTarget("cuda", arch, 32)
-        for x_type, accumulate, precision in DTYPES:
+        for x_type, accumulate, operand, precision, index in DTYPES:
             acc_type = "fp64" if accumulate == tl.float64 else "fp32"
             for kernel_size in (3, 7):
-                common = dict(KSIZE=kernel_size, ACC=accumulate, PRECISION=precision)
-                line = [f"sm_{arch} {x_type:4} {precision:4} k={kernel_size}"]
+                common = dict(KSIZE=kernel_size, ACC=accumulate, OPERAND=operand, DOT=operand, PRECISION=precision,
+                              INDEX=index)
+                line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
                 for name, kernel, blocks, types, extra in [
                     ("forward", triton_acda._acda_forward_kernel, triton_acda.FORWARD_BLOCKS,
                      {"x_ptr": x_type, "d_ptr": acc_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},

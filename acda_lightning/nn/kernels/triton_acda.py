@@ -18,19 +18,23 @@ block, image) computes, per atom, gz = gy . A[:, c, a] (``tl.dot`` over output b
 pass over the taps recomputes z and adds grad_D[p, a, t] += sum_c gz x_t and
 grad_xpad[window_t(p), c] += D[p, a, t] gz, and finally grad_A[:, c, a] += gy^T z (``tl.dot``).
 All three are ``tl.atomic_add`` into float32 buffers (over channel blocks, overlapping windows and
-pixel tiles), so on a GPU the sums' order, and their last bits, vary from run to run; "auto" does
-not pick this kernel under ``torch.use_deterministic_algorithms``. Then grad_alpha = grad_D .
+pixel tiles), so on a GPU the sums' order, and their last bits, vary from run to run; under
+``torch.use_deterministic_algorithms`` or ``cudnn.deterministic`` "auto" does not pick this kernel
+and an explicit impl="triton" is an error (``kernels.cuda_impl``). Then grad_alpha = grad_D .
 bases^T (einsum) and grad_x is cropped from the padded buffer. The bases are fixed: no gradient.
 Transient memory: D in forward; D, grad_D, padded x and a float32 padded grad_x in backward.
 
-Precision: every product is accumulated in float32 (float64 for float64 inputs); fp16/bf16 inputs
-are loaded, upcast in registers, and the result is written in the input's (or autocast's) dtype.
-The ``tl.dot`` operands are float32 tiles; they use TF32 tensor cores only where torch allows it
-for float32 matmuls (``torch.set_float32_matmul_precision("high")``) or the inputs are fp16/bf16
-(TF32 keeps 10 mantissa bits, at least as many as those inputs have), and exact IEEE float32
-otherwise. Tested under Triton's interpreter against ``acda_reference`` (tests/test_triton_kernel.py):
-float32 to 1e-4 (forward) and 1e-3 (gradients), float64 to 1e-10, bf16 inputs to 2e-2 (output)
-and 5e-2 (gradients) of the largest value.
+Precision: every product is accumulated in float32 (float64 for float64 inputs); the result is
+written in the input's (or autocast's) dtype. The ``tl.dot`` operands are fp16/bf16 for fp16/bf16
+inputs (their tensor cores), TF32 for float32 inputs exactly when torch allows TF32 for float32
+matmuls (``torch.backends.cuda.matmul.allow_tf32``, which ``set_float32_matmul_precision("high")``
+sets), and exact IEEE float32 otherwise. Tested under Triton's interpreter against ``acda_reference``
+(tests/test_triton_kernel.py): float32 to 1e-4 (forward) and 1e-3 (gradients), float64 to 1e-10,
+bf16 inputs to 2e-2 (output) and 5e-2 (gradients) of the largest value.
+
+Sizes: offsets inside one image are 32-bit unless some per-image tensor spans more than 2^31 - 1
+elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation); the batch
+offset is always 64-bit. The batch is the grid's z dimension, launched in slices of 65535 images.
 
 Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before ``triton`` is first imported: Triton's own library functions
@@ -76,25 +80,26 @@ def _acda_forward_kernel(
     sy_b, sy_o, sy_h, sy_w,
     KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr,
 ):
     """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, c, window_t(p)], one tile."""
     batch = tl.program_id(2).to(tl.int64)
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o = (tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)).to(INDEX)
     o_ok = o < out_channels
     # The top-left corner of each pixel's window in the padded input: every tap is in bounds.
     corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
     atoms_p = d_ptr + batch * sd_b + p * sd_p
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=ACC)
+    coef_m = coef_ptr
     for m in range(num_atoms):
         for c0 in range(0, channels, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
+            c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
             c_ok = c < channels
             window = corner[:, None] + c[None, :] * sx_c
             tile_ok = p_ok[:, None] & c_ok[None, :]
-            atom = atoms_p + m * sd_m
+            atom = atoms_p
             z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)  # z[p, m, c], never leaves registers
             for u in range(KSIZE):
                 row = window + u * dilation * sx_h
@@ -103,9 +108,10 @@ def _acda_forward_kernel(
                     x_t = tl.load(row + v * dilation * sx_w, mask=tile_ok, other=0.0).to(ACC)
                     z += d[:, None] * x_t
                     atom += sd_t
-            w = tl.load(coef_ptr + c[:, None] * sc_c + o[None, :] * sc_o + m * sc_m, mask=c_ok[:, None] & o_ok[None, :],
-                        other=0.0)
-            acc = tl.dot(z, w.to(ACC), acc, input_precision=PRECISION)
+            w = tl.load(coef_m + c[:, None] * sc_c + o[None, :] * sc_o, mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+            acc = tl.dot(z.to(OPERAND).to(DOT), w.to(OPERAND).to(DOT), acc, input_precision=PRECISION)
+        atoms_p += sd_m
+        coef_m += sc_m
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
     y = y_ptr + batch * sy_b + ((p // out_w) * sy_h + (p % out_w) * sy_w)[:, None] + o[None, :] * sy_o
@@ -125,13 +131,13 @@ def _acda_backward_kernel(
     sgc_o, sgc_c, sgc_m,
     KSIZE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr,
 ):
     """One (pixel tile, channel block)'s share of grad_x, grad_D and grad_A, all added atomically; z recomputed."""
     batch = tl.program_id(2).to(tl.int64)
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(INDEX)
     c_ok = c < channels
     tile_ok = p_ok[:, None] & c_ok[None, :]
     oh = p // out_w
@@ -141,7 +147,9 @@ def _acda_backward_kernel(
     gy_p = gy_ptr + batch * sg_b + oh * sg_h + ow * sg_w
     atoms_p = d_ptr + batch * sd_b + p * sd_p
     grad_atoms_p = gd_ptr + batch * sgd_b + p * sgd_p
-    o_block = tl.arange(0, BLOCK_O)
+    o_block = tl.arange(0, BLOCK_O).to(INDEX)
+    coef_m = coef_ptr
+    grad_coef_m = gcoef_ptr
     for m in range(num_atoms):
         # gz[p, c] = sum_o gy[p, o] A[o, c, m]
         gz = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
@@ -149,11 +157,10 @@ def _acda_backward_kernel(
             o = o0 + o_block
             o_ok = o < out_channels
             g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
-            w_t = tl.load(coef_ptr + o[:, None] * sc_o + c[None, :] * sc_c + m * sc_m,
-                          mask=o_ok[:, None] & c_ok[None, :], other=0.0)
-            gz = tl.dot(g.to(ACC), w_t.to(ACC), gz, input_precision=PRECISION)
-        atom = atoms_p + m * sd_m
-        grad_atom = grad_atoms_p + m * sgd_m
+            w_t = tl.load(coef_m + o[:, None] * sc_o + c[None, :] * sc_c, mask=o_ok[:, None] & c_ok[None, :], other=0.0)
+            gz = tl.dot(g.to(OPERAND).to(DOT), w_t.to(OPERAND).to(DOT), gz, input_precision=PRECISION)
+        atom = atoms_p
+        grad_atom = grad_atoms_p
         z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
         for u in range(KSIZE):
             row = u * dilation * sx_h
@@ -173,16 +180,27 @@ def _acda_backward_kernel(
             o = o0 + o_block
             o_ok = o < out_channels
             g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
-            part = tl.dot(tl.trans(g.to(ACC)), z, input_precision=PRECISION)
-            tl.atomic_add(gcoef_ptr + o[:, None] * sgc_o + c[None, :] * sgc_c + m * sgc_m, part,
+            part = tl.dot(tl.trans(g.to(OPERAND).to(DOT)), z.to(OPERAND).to(DOT), input_precision=PRECISION)
+            tl.atomic_add(grad_coef_m + o[:, None] * sgc_o + c[None, :] * sgc_c, part,
                           mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
+        atoms_p += sd_m
+        grad_atoms_p += sgd_m
+        coef_m += sc_m
+        grad_coef_m += sgc_m
+
+
+def _interpreted_at_import() -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_acda_forward_kernel, InterpretedFunction)
+
+
+_INTERPRETED = triton is not None and _interpreted_at_import()
 
 
 def _interpreted() -> bool:
     """Whether Triton runs kernels in its numpy interpreter (decided when triton was imported)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_acda_forward_kernel, InterpretedFunction)
+    return _INTERPRETED
 
 
 def available(device: torch.device | str | None = None) -> bool:
@@ -209,13 +227,38 @@ def _block(count: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(count)))
 
 
-def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict) -> dict:
-    """A kernel's compile-time arguments for these operands and tile sizes."""
+# The largest offset a kernel addresses in 32 bits; beyond it (inside one image: the batch offset is
+# always 64-bit) every index is 64-bit. Grid dimension z (the batch) holds at most MAX_GRID_BATCH programs.
+INT32_OFFSETS = 2**31 - 1
+MAX_GRID_BATCH = 65535
+HALF_DOTS = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16} if triton else {}
+
+
+def _image_span(tensor: torch.Tensor) -> int:
+    """The largest element offset inside one image (all dims but the batch)."""
+    return sum((size - 1) * abs(step) for size, step in zip(tensor.shape[1:], tensor.stride()[1:]))
+
+
+def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict,
+              per_image: list[torch.Tensor]) -> dict:
+    """A kernel's compile-time arguments for these operands, tile sizes and per-image tensors.
+
+    The ``tl.dot`` operands: fp16/bf16 inputs' own dtype (their tensor cores, float32 accumulation);
+    float32 ones in TF32 exactly when torch allows it for float32 matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``, set by ``set_float32_matmul_precision("high")``),
+    else exact IEEE float32; float64 in float64.
+    """
     if x.dtype == torch.float64:
-        accumulate, precision = tl.float64, "ieee"
+        accumulate, operand, precision = tl.float64, tl.float64, "ieee"
+    elif x.dtype in HALF_DOTS:
+        accumulate, operand, precision = tl.float32, HALF_DOTS[x.dtype], "ieee"
     else:
-        exact = x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
-        accumulate, precision = tl.float32, "ieee" if exact else "tf32"
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+        accumulate, operand, precision = tl.float32, tl.float32, "tf32" if tf32 else "ieee"
+    # The interpreter's bf16 tl.dot returns garbage (numpy has no bf16): there the bf16-rounded operands
+    # are multiplied in float32, which gives the same products.
+    dot = tl.float32 if _interpreted() and operand == tl.bfloat16 else operand
+    wide = max(map(_image_span, per_image)) > INT32_OFFSETS
     out_channels, channels = coefficients.shape[:2]
     return dict(
         KSIZE=kernel_size,
@@ -223,9 +266,17 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
         BLOCK_C=_block(channels, blocks["channels"]),
         BLOCK_O=_block(out_channels, blocks["outputs"]),
         ACC=accumulate,
+        OPERAND=operand,
+        DOT=dot,
         PRECISION=precision,
+        INDEX=tl.int64 if wide else tl.int32,
         num_warps=blocks["warps"],
     )
+
+
+def _batch_chunks(batch: int):
+    """Slices of the batch, each at most MAX_GRID_BATCH images: one launch each."""
+    return (slice(start, min(start + MAX_GRID_BATCH, batch)) for start in range(0, batch, MAX_GRID_BATCH))
 
 
 def _accumulator_dtype(x: torch.Tensor) -> torch.dtype:
@@ -283,16 +334,17 @@ def triton_acda(
     atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
-    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS)
-    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]), x.shape[0])
+    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y])
+    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]))
     with _on_device(x.device):
-        _acda_forward_kernel[grid](
-            xpad, atoms, coefficients, y if bias is None else bias, y,
-            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
-            *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
-            HAS_BIAS=bias is not None,
-            **settings,
-        )
+        for images in _batch_chunks(x.shape[0]):
+            _acda_forward_kernel[(*tiles, images.stop - images.start)](
+                xpad[images], atoms[images], coefficients, y if bias is None else bias, y[images],
+                channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+                *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
+                HAS_BIAS=bias is not None,
+                **settings,
+            )
     return y
 
 
@@ -324,16 +376,18 @@ def triton_acda_backward(
     grad_xpad = torch.zeros_like(xpad, dtype=accumulate)
     grad_atoms = torch.zeros(atoms.shape, dtype=accumulate, device=x.device)
     grad_coefficients = torch.zeros_like(coefficients, dtype=accumulate)
-    settings = _settings(x, coefficients, kernel_size, BACKWARD_BLOCKS)
-    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(channels, settings["BLOCK_C"]), x.shape[0])
+    settings = _settings(x, coefficients, kernel_size, BACKWARD_BLOCKS, [grad, xpad, grad_xpad, atoms, grad_atoms])
+    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(channels, settings["BLOCK_C"]))
     with _on_device(x.device):
-        _acda_backward_kernel[grid](
-            grad, xpad, atoms, coefficients, grad_xpad, grad_atoms, grad_coefficients,
-            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
-            *grad.stride(), *xpad.stride(), *grad_xpad.stride(),
-            *atoms.stride(), *grad_atoms.stride(), *coefficients.stride(), *grad_coefficients.stride(),
-            **settings,
-        )
+        for images in _batch_chunks(x.shape[0]):
+            _acda_backward_kernel[(*tiles, images.stop - images.start)](
+                grad[images], xpad[images], atoms[images], coefficients, grad_xpad[images], grad_atoms[images],
+                grad_coefficients,
+                channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+                *grad.stride(), *xpad.stride(), *grad_xpad.stride(),
+                *atoms.stride(), *grad_atoms.stride(), *coefficients.stride(), *grad_coefficients.stride(),
+                **settings,
+            )
     height, width = x.shape[2:]
     grad_x = torch.empty_like(x).copy_(grad_xpad[..., padding : padding + height, padding : padding + width])
     if bases is not None:  # grad_alpha = grad_D . bases^T
