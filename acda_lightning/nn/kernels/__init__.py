@@ -112,7 +112,6 @@ _SELF_CHECKS: dict[tuple, bool] = {}
 SELF_CHECK_TOLERANCE = {torch.float32: 5e-3, torch.float16: 2e-2, torch.bfloat16: 8e-2}
 
 
-@torch.compiler.disable  # a real run on the device: never traced into a compiled graph
 def triton_self_check(device: torch.device, dtype: torch.dtype, kernel_size: int, stride: int, dilation: int) -> bool:
     """Whether the Triton kernel runs and matches "basis" here: forward and backward of a small probe,
     once per key. On an error or a mismatch it warns once, naming the cause, and the key uses "basis"."""
@@ -134,6 +133,12 @@ def triton_self_check(device: torch.device, dtype: torch.dtype, kernel_size: int
             )
         _SELF_CHECKS[key] = not cause
     return _SELF_CHECKS[key]
+
+
+if torch.cuda.is_available():
+    # A real run on the device, never traced into a compiled graph (torch.compile calls it eagerly, in a
+    # graph break). Only where CUDA is: the decorator imports torch._dynamo, seconds on a CPU-only import.
+    triton_self_check = torch.compiler.disable(triton_self_check)
 
 
 def probe_mismatch(device: torch.device, dtype: torch.dtype, kernel_size: int, stride: int, dilation: int) -> str:
