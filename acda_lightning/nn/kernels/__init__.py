@@ -81,13 +81,13 @@ def cuda_impl(impl: str, x: torch.Tensor, kernel_size: int, stride: int, dilatio
     fp32/fp16/bf16 4-D input; Triton compiles here; an NVIDIA GPU of compute capability >= 8.0
     (on 7.x its dots get no tensor cores while cuDNN's do; on AMD its fp16/bf16 path does not
     compile); neither ``torch.use_deterministic_algorithms`` nor ``cudnn.deterministic`` is on
-    (its backward adds atomically); and the kernel has passed its self-check (``triton_self_check``)
+    (no GPU run has shown the kernel bitwise reproducible yet); and the kernel has passed its self-check (``triton_self_check``)
     on this device for this dtype, kernel size, stride and dilation. An explicit "triton" under
     determinism is an error rather than a silently non-deterministic gradient.
     """
     if impl == "triton" and _deterministic():
         raise RuntimeError(
-            "impl='triton' has non-deterministic gradients (atomic adds), but deterministic algorithms are "
+            "impl='triton' is not known to be deterministic on a GPU, but deterministic algorithms are "
             "requested (torch.use_deterministic_algorithms or cudnn.deterministic): use impl='basis' or 'auto'"
         )
     if impl != "auto":
