@@ -22,6 +22,7 @@ import torch
 import triton
 from torch import nn
 
+from acda_lightning.bench.gpu_check import reference_op
 from acda_lightning.nn import ACDAConv2d, acda_reference
 from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls, resolve_impl, triton_acda
 
@@ -81,16 +82,6 @@ def operands(kernel_size, stride, dilation, use_bases, device="cpu", channels=10
     coefficients = torch.randn(out_channels, channels, num_atoms, device=device) / (channels * num_atoms) ** 0.5
     bias = torch.randn(out_channels, device=device)
     return (x, alpha, bases, coefficients, bias), (stride, padding, dilation, kernel_size)
-
-
-def reference_op(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
-    """The op's signature over ``acda_reference``."""
-    batch, num_atoms = alpha.shape[:2]
-    if bases is None:
-        atoms = alpha.reshape(batch, num_atoms, kernel_size, kernel_size, *alpha.shape[-2:])
-    else:
-        atoms = torch.einsum("bmkhw,kuv->bmuvhw", alpha, bases)
-    return acda_reference(x, atoms, coefficients, bias, stride, padding, dilation)
 
 
 def check_low_precision(dtype, output_tolerance, grad_tolerance, kernel_size=3, stride=1, dilation=1,

@@ -72,8 +72,8 @@ def main() -> int:
                      {"gz_ptr": gemm_type, "d_ptr": acc_type, "gx_ptr": x_type}, backward),
                 ]:
                     constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])
-                    if "outputs" in blocks:
-                        constexprs["BLOCK_O"] = blocks["outputs"]
+                    if "outputs" in blocks:  # as triton_acda._settings picks it
+                        constexprs["BLOCK_O"] = blocks["outputs" if index == tl.int32 else "outputs_64bit"]
                     usage = resources(compile_kernel(kernel, types, constexprs, blocks, target), scratch)
                     line.append(f"{name} registers={usage['registers']} stack={usage['stack']} "
                                 f"shared={usage['shared']}")

@@ -131,7 +131,10 @@ def _operands(torch, kernel_size, stride, dilation, use_bases, batch, channels, 
     return [x, alpha, coefficients, bias], bases, (stride, padding, dilation, kernel_size), cotangent
 
 
-def _reference(torch, x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+def reference_op(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+    """The kernels' signature (alpha and bases, or alpha holding the k*k atom entries) over ``acda_reference``."""
+    import torch
+
     from ..nn import acda_reference
 
     batch, num_atoms = alpha.shape[:2]
@@ -175,7 +178,7 @@ def numerics(check: Check) -> None:
             rounded = [t.to(dtype) for t in leaves]
             exact = [t.double() for t in rounded]
             exact_bases = None if bases is None else bases.double()
-            want = _outputs_and_grads(torch, lambda *a: _reference(torch, *a), exact, exact_bases, geometry,
+            want = _outputs_and_grads(torch, reference_op, exact, exact_bases, geometry,
                                       cotangent.double())
             row = {"setting": setting, "kernel_size": kernel_size, "stride": stride, "dilation": dilation}
             for name, run in (("triton", triton_acda.acda_triton), ("basis", acda_basis)):

@@ -13,9 +13,9 @@ Counting model, per kernel and pass (forward; backward = every gradient the laye
   the Triton forward reads x and D once per 64-wide output block, its atom-gradient kernel x once
   per atom, its input-gradient kernel D once per 32-wide channel block).
 - time = max(tensor MACs / tensor peak + CUDA-core MACs / FP32 peak, bytes / DRAM bandwidth).
-- "triton" is the kernel as it is (its backward: two GEMMs and three per-pixel kernels, no atomics);
-  "triton_planned" differs in the forward only: responses once per pixel tile for all output
-  channels (one pass over x and D), which issue 25's design asks for and is not implemented.
+- "triton": the kernel's forward passes over x and D once per 256-wide output block (once at C' = 256;
+  A's tiles are re-read from L2 by every pixel tile, not counted); its backward is two GEMMs and three
+  per-pixel kernels, no atomics.
 - the atom generator (1x1 C -> 64, BN, ReLU, 3x3 64 -> m*K) is the same for every ACDA kernel: its own row.
 """
 
@@ -31,8 +31,8 @@ H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e1
 ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
 NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
 GENERATOR_HIDDEN = 64
-TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK = 64, 32
-KERNELS = ("conv", "basis", "triton", "triton_planned", "generator")
+TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK = 256, 32
+KERNELS = ("conv", "basis", "triton", "generator")
 
 
 @dataclass
@@ -78,9 +78,11 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
                         bytes=e * (y + 2 * atom_out) + e * (atom_out + 2 * responses + 2 * alpha)
                         + e * (responses + x))
         return {"forward": forward, "backward": backward}
-    # Both Triton designs form D = alpha . bases (einsum) and copy x padded before their kernel.
+    if kernel != "triton":
+        raise ValueError(f"unknown kernel {kernel!r}: one of {', '.join(KERNELS)}")
+    # D = alpha . bases (einsum) and x copied padded, before the kernels of either pass.
     prologue = Work(cuda_core_macs=atoms * bases, bytes=e * (alpha + 2 * x) + acc * atoms)
-    # The backward both designs share: gz = gy . A and grad_A = gy^T z (GEMMs on z, gz stored in bf16), the
+    # The backward: gz = gy . A and grad_A = gy^T z (GEMMs on z, gz stored in bf16), the
     # responses kernel (x, D -> z), the atom-gradient kernel (x once per atom, gz -> grad_D in fp32), the
     # input-gradient gather (gz, D once per channel block -> grad_x), then grad_alpha = grad_D . bases^T.
     channel_blocks = ceil(c / TRITON_BACKWARD_CHANNEL_BLOCK)
@@ -91,12 +93,10 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
         + m * e * x + e * atom_out + acc * atoms + e * atom_out + channel_blocks * acc * atoms + e * x
         + acc * atoms + e * alpha,
     )
-    output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK) if kernel == "triton" else 1
-    if kernel in ("triton", "triton_planned"):
-        forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums * output_blocks,
-                                  bytes=output_blocks * (e * x + acc * atoms) + e * y)
-        return {"forward": forward, "backward": backward}
-    raise ValueError(f"unknown kernel {kernel!r}: one of {', '.join(KERNELS)}")
+    output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK)
+    forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums * output_blocks,
+                              bytes=output_blocks * (e * x + acc * atoms) + e * y)
+    return {"forward": forward, "backward": backward}
 
 
 def roofline(kernel_sizes=(3, 5, 7), batches=(1, 8, 32)) -> dict:
@@ -115,7 +115,7 @@ def roofline(kernel_sizes=(3, 5, 7), batches=(1, 8, 32)) -> dict:
             conv = next(r for r in rows if r["kernel"] == "conv" and (r["kernel_size"], r["batch"]) == (kernel_size, batch))
             generator = rows[-1]
             for row in rows[-len(KERNELS):]:
-                if row["kernel"] in ("basis", "triton", "triton_planned"):
+                if row["kernel"] in ("basis", "triton"):
                     for name in ("forward", "forward_backward"):
                         layer_ms = row[name]["predicted_ms"] + generator[name]["predicted_ms"]
                         row[name]["layer_vs_conv"] = layer_ms / conv[name]["predicted_ms"]

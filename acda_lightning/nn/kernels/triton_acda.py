@@ -9,8 +9,8 @@ response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in
 atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
 ``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
 unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
-``channels_last`` output). With more output channels than one block (64), z is recomputed once per
-output block.
+``channels_last`` output). One output block spans up to 256 channels (64 with 64-bit offsets); with
+more, z is recomputed once per output block.
 
 Backward recomputes instead of storing: only x, alpha and A are saved, as for ``fused`` (storing z
 would cost C*m values per pixel, m times the input). It is three kernels around two GEMMs, and no
@@ -41,7 +41,7 @@ offset is always 64-bit. The batch is the grid's z dimension, launched in slices
 Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before ``triton`` is first imported: Triton's own library functions
 are compiled or interpreted from that moment, for the whole process), which is how it is tested
-without a GPU. The block sizes below are untuned: no GPU has run this kernel yet.
+without a GPU. The block sizes below are untimed: no GPU has run this kernel yet.
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ except ImportError:  # the package still imports without Triton; available() say
     triton = tl = None
 
 # Tile sizes: output pixels, input channels and output channels per program (tl.dot needs each >= 16;
-# smaller counts are padded and masked), and warps. Untuned: no GPU has run these kernels. Of the
-# few tried, the largest whose sm_80/sm_90 builds ptxas reports without register spills (at most 8
-# bytes of stack) in every dtype; tests/triton_compile_check.py prints the usage. With 4 warps, or
-# 64-pixel backward tiles, the backward spilled 0.4-2 KB per thread.
-FORWARD_BLOCKS = {"pixels": 64, "channels": 32, "outputs": 64, "warps": 8}
+# smaller counts are padded and masked), and warps. Not yet timed on a GPU. The forward's output block
+# spans up to 256 channels, so at Table 6's 256 outputs every pixel tile computes its responses once
+# for all of them (one pass over x and D); 32-pixel tiles keep that within 128 registers without
+# spills on sm_80/sm_90 for fp32/TF32/bf16/fp16 (ptxas, tests/triton_compile_check.py). With 64-bit
+# offsets (images past 2^31 elements) the 256-wide block spilled 56 bytes: those take 64-wide blocks.
+# The backward kernels at 8 warps use at most 64 registers (fp64 spills 16-24 bytes; 4 warps did not
+# spill but took 140-210 registers).
+FORWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 256, "outputs_64bit": 64, "warps": 8}
 BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "warps": 8}
 
 
@@ -299,9 +302,11 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
     # The interpreter's bf16 tl.dot returns garbage (numpy has no bf16): there the bf16-rounded operands
     # are multiplied in float32, which gives the same products.
     dot = tl.float32 if _interpreted() and operand == tl.bfloat16 else operand
+    tiles = _tile_settings(x, kernel_size, blocks, per_image)
+    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
     return dict(
-        _tile_settings(x, kernel_size, blocks, per_image),
-        BLOCK_O=_block(coefficients.shape[0], blocks["outputs"]),
+        tiles,
+        BLOCK_O=_block(coefficients.shape[0], outputs),
         OPERAND=operand,
         DOT=dot,
         PRECISION=precision,
