@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 DATA_DIR ?= data
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu report figures clean train train-crowd bench train-sr train-cls train-denoise
+.PHONY: venv demo toy-ablation test test-slow test-gpu gpu-check report figures clean train train-crowd bench train-sr train-cls train-denoise
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -95,6 +95,12 @@ test-slow: $(INSTALLED)
 
 test-gpu: $(INSTALLED)
 	$(BIN)/python -m pytest -m gpu
+
+## Everything a GPU session validates, in one command (< 8 minutes on one GPU): gpu-check/<timestamp>/
+## report.md and results.json. ARGS=--interpret runs the same sections on CPU under Triton's interpreter.
+ARGS ?=
+gpu-check: $(INSTALLED)
+	$(BIN)/python -m acda_lightning.bench.gpu_check $(ARGS)
 
 ## Efficiency (paper Tables 6-7): ACDA vs nn.Conv2d time and memory ratios, FLOPs and parameters
 bench: $(INSTALLED)

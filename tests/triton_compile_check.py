@@ -1,6 +1,6 @@
 """Compiles the Triton ACDA kernels for CUDA targets without a GPU and prints each one's resources.
 
-`python tests/triton_compile_check.py` (TRITON_INTERPRET unset): Triton lowers both kernels for
+`python tests/triton_compile_check.py` (TRITON_INTERPRET unset): Triton lowers all four kernels for
 sm_80 and sm_90 with its bundled ptxas, at the module's tile sizes, for every input dtype, and
 prints registers and stack (register spills) per kernel; tests/test_triton_kernel.py runs it.
 Catches what the interpreter cannot: GPU-only type, layout and shape errors, and spills.
@@ -19,9 +19,10 @@ from triton.compiler import ASTSource
 from acda_lightning.nn.kernels import triton_acda
 
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-# input dtype, accumulator, dot precision (as triton_acda._settings chooses them)
-DTYPES = [("fp32", tl.float32, "ieee"), ("fp32", tl.float32, "tf32"), ("bf16", tl.float32, "tf32"),
-          ("fp16", tl.float32, "tf32"), ("fp64", tl.float64, "ieee")]
+# input dtype, accumulator, dot operands, dot precision, offsets (as triton_acda._settings chooses them)
+DTYPES = [("fp32", tl.float32, tl.float32, "ieee", tl.int32), ("fp32", tl.float32, tl.float32, "tf32", tl.int32),
+          ("bf16", tl.float32, tl.bfloat16, "ieee", tl.int32), ("fp16", tl.float32, tl.float16, "ieee", tl.int64),
+          ("fp64", tl.float64, tl.float64, "ieee", tl.int32)]
 
 
 def signature(kernel, pointer_types: dict, constexprs: dict) -> dict:
@@ -51,21 +52,28 @@ def main() -> int:
     scratch = Path(os.environ.get("TMPDIR", "/tmp")) / f"acda_triton_{os.getpid()}.cubin"
     for arch in (80, 90):
         target = GPUTarget("cuda", arch, 32)
-        for x_type, accumulate, precision in DTYPES:
+        for x_type, accumulate, operand, precision, index in DTYPES:
             acc_type = "fp64" if accumulate == tl.float64 else "fp32"
             for kernel_size in (3, 7):
-                common = dict(KSIZE=kernel_size, ACC=accumulate, PRECISION=precision)
-                line = [f"sm_{arch} {x_type:4} {precision:4} k={kernel_size}"]
-                for name, kernel, blocks, types, extra in [
+                common = dict(KSIZE=kernel_size, ACC=accumulate, OPERAND=operand, DOT=operand, PRECISION=precision,
+                              INDEX=index)
+                line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
+                backward = dict(KSIZE=kernel_size, ACC=accumulate, INDEX=index)
+                gemm_type = x_type if x_type in ("bf16", "fp16") else acc_type  # z and gz, as the backward stores them
+                for name, kernel, blocks, types, constexprs in [
                     ("forward", triton_acda._acda_forward_kernel, triton_acda.FORWARD_BLOCKS,
                      {"x_ptr": x_type, "d_ptr": acc_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},
-                     {"HAS_BIAS": True}),
-                    ("backward", triton_acda._acda_backward_kernel, triton_acda.BACKWARD_BLOCKS,
-                     {"gy_ptr": x_type, "x_ptr": x_type, "d_ptr": acc_type, "coef_ptr": x_type, "gx_ptr": acc_type,
-                      "gd_ptr": acc_type, "gcoef_ptr": acc_type}, {}),
+                     dict(common, HAS_BIAS=True)),
+                    ("responses", triton_acda._acda_responses_kernel, triton_acda.BACKWARD_BLOCKS,
+                     {"x_ptr": x_type, "d_ptr": acc_type, "z_ptr": gemm_type}, backward),
+                    ("atom_grad", triton_acda._acda_atom_grad_kernel, triton_acda.BACKWARD_BLOCKS,
+                     {"x_ptr": x_type, "gz_ptr": gemm_type, "gd_ptr": acc_type}, backward),
+                    ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.BACKWARD_BLOCKS,
+                     {"gz_ptr": gemm_type, "d_ptr": acc_type, "gx_ptr": x_type}, backward),
                 ]:
-                    constexprs = dict(common, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"],
-                                      BLOCK_O=blocks["outputs"], **extra)
+                    constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])
+                    if "outputs" in blocks:  # as triton_acda._settings picks it
+                        constexprs["BLOCK_O"] = blocks["outputs" if index == tl.int32 else "outputs_64bit"]
                     usage = resources(compile_kernel(kernel, types, constexprs, blocks, target), scratch)
                     line.append(f"{name} registers={usage['registers']} stack={usage['stack']} "
                                 f"shared={usage['shared']}")

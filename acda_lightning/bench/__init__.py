@@ -1,4 +1,7 @@
-"""`acda bench layer|table6|table7|train`: the paper's efficiency claims (Sec. 4.4, Tables 6-7), measured.
+"""`acda bench layer|table6|table7|train|roofline`: the paper's efficiency claims (Sec. 4.4, Tables 6-7), measured.
+
+``roofline`` alone measures nothing: it predicts each kernel's time at an H100's published peaks from
+counted multiply-adds and bytes (bench/roofline.py).
 
 Times are interleaved in one process (every repeat runs every candidate once), reported as
 ratios to nn.Conv2d (or per step) with median and min/max over repeats; peak memory is the
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-VIEWS = ("layer", "table6", "table7", "train")
+VIEWS = ("layer", "table6", "table7", "train", "roofline")
 
 
 def machine(device: torch.device) -> dict:
@@ -42,7 +45,7 @@ def layer_settings(args):
 
 def run(args) -> str:
     """The text `acda bench` prints: one JSON document (--format json) or Markdown."""
-    from . import layer, table6, train  # imported here so that building the CLI parser stays light
+    from . import layer, roofline, table6, train  # imported here so that building the CLI parser stays light
 
     device = torch.device(args.device)
     result: dict = {"view": args.view, "machine": machine(device)}
@@ -50,6 +53,9 @@ def run(args) -> str:
     if args.view == "table6":
         result.update(table6.table6())
         text.append(table6.markdown(result))
+    elif args.view == "roofline":
+        result.update(roofline.roofline(args.kernel_sizes or (3, 5, 7), [args.batch] if args.batch else (1, 8, 32)))
+        text.append(roofline.markdown(result))
     elif args.view in ("table7", "train"):
         size = args.sizes[0] if args.sizes else (64 if args.quick else 224)  # BatchNorm needs >1 value at stride 32
         batch = args.batch or 2

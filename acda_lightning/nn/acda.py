@@ -221,7 +221,8 @@ class ACDAConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.basis_coefficients(x)
         out_pixels = alpha.shape[-1] * alpha.shape[-2]
-        implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels)]
+        implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels,
+                                                      stride=self.stride, dilation=self.dilation)]
         grouping = {}
         if self.groups > 1:
             if not getattr(implementation, "supports_groups", False):

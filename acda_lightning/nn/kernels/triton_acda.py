@@ -9,33 +9,39 @@ response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in
 atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
 ``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
 unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
-``channels_last`` output). With more output channels than one block (64), z is recomputed once per
-output block.
+``channels_last`` output). One output block spans up to 256 channels (64 with 64-bit offsets); with
+more, z is recomputed once per output block.
 
 Backward recomputes instead of storing: only x, alpha and A are saved, as for ``fused`` (storing z
-would cost C*m values per pixel, m times the input). One program per (pixel tile, input-channel
-block, image) computes, per atom, gz = gy . A[:, c, a] (``tl.dot`` over output blocks), then one
-pass over the taps recomputes z and adds grad_D[p, a, t] += sum_c gz x_t and
-grad_xpad[window_t(p), c] += D[p, a, t] gz, and finally grad_A[:, c, a] += gy^T z (``tl.dot``).
-All three are ``tl.atomic_add`` into float32 buffers (over channel blocks, overlapping windows and
-pixel tiles), so on a GPU the sums' order, and their last bits, vary from run to run; "auto" does
-not pick this kernel under ``torch.use_deterministic_algorithms``. Then grad_alpha = grad_D .
-bases^T (einsum) and grad_x is cropped from the padded buffer. The bases are fixed: no gradient.
-Transient memory: D in forward; D, grad_D, padded x and a float32 padded grad_x in backward.
+would cost C*m values per pixel, m times the input). It is three kernels around two GEMMs, and no
+program adds into another's output (no atomics; each value is written once):
+gz[b, m, c, p] = sum_o gy[b, o, p] A[o, c, m] (torch GEMM); the responses kernel recomputes
+z[b, m, c, p]; grad_A = gy^T z (torch GEMM over batch and pixels); the atom-gradient kernel
+grad_D[p, m, t] = sum_c gz[p, m, c] xpad[window_t(p), c], one program per (pixel tile, atom) looping
+over every channel; and the input-gradient kernel gathers, per input pixel, over the (output pixel,
+tap) pairs whose window covers it: grad_x[q, c] = sum D[p, m, t] gz[p, m, c]. The grad_x (and
+grad_D) kernel is skipped when x (alpha) needs no gradient. Then grad_alpha = grad_D . bases^T
+(einsum). The bases are fixed: no gradient. Transient memory: D in forward; D, padded x, z and gz
+(each m times x, in x's dtype for fp16/bf16, else float32) and grad_D in backward. Under ``torch.use_deterministic_algorithms`` or
+``cudnn.deterministic`` "auto" does not pick this kernel and an explicit impl="triton" is an error
+(``kernels.cuda_impl``) until a GPU run has shown it bitwise reproducible.
 
-Precision: every product is accumulated in float32 (float64 for float64 inputs); fp16/bf16 inputs
-are loaded, upcast in registers, and the result is written in the input's (or autocast's) dtype.
-The ``tl.dot`` operands are float32 tiles; they use TF32 tensor cores only where torch allows it
-for float32 matmuls (``torch.set_float32_matmul_precision("high")``) or the inputs are fp16/bf16
-(TF32 keeps 10 mantissa bits, at least as many as those inputs have), and exact IEEE float32
-otherwise. Tested under Triton's interpreter against ``acda_reference`` (tests/test_triton_kernel.py):
-float32 to 1e-4 (forward) and 1e-3 (gradients), float64 to 1e-10, bf16 inputs to 2e-2 (output)
-and 5e-2 (gradients) of the largest value.
+Precision: every product is accumulated in float32 (float64 for float64 inputs); the result is
+written in the input's (or autocast's) dtype. The ``tl.dot`` operands are fp16/bf16 for fp16/bf16
+inputs (their tensor cores), TF32 for float32 inputs exactly when torch allows TF32 for float32
+matmuls (``torch.backends.cuda.matmul.allow_tf32``, which ``set_float32_matmul_precision("high")``
+sets), and exact IEEE float32 otherwise. Tested under Triton's interpreter against ``acda_reference``
+(tests/test_triton_kernel.py): float32 to 1e-4 (forward) and 1e-3 (gradients), float64 to 1e-10,
+bf16 inputs to 2e-2 (output) and 5e-2 (gradients) of the largest value.
+
+Sizes: offsets inside one image are 32-bit unless some per-image tensor spans more than 2^31 - 1
+elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation); the batch
+offset is always 64-bit. The batch is the grid's z dimension, launched in slices of 65535 images.
 
 Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before ``triton`` is first imported: Triton's own library functions
 are compiled or interpreted from that moment, for the whole process), which is how it is tested
-without a GPU. The block sizes below are untuned: no GPU has run this kernel yet.
+without a GPU. The block sizes below are untimed: no GPU has run this kernel yet.
 """
 
 from __future__ import annotations
@@ -54,16 +60,35 @@ except ImportError:  # the package still imports without Triton; available() say
     triton = tl = None
 
 # Tile sizes: output pixels, input channels and output channels per program (tl.dot needs each >= 16;
-# smaller counts are padded and masked), and warps. Untuned: no GPU has run these kernels. Of the
-# few tried, the largest whose sm_80/sm_90 builds ptxas reports without register spills (at most 8
-# bytes of stack) in every dtype; tests/triton_compile_check.py prints the usage. With 4 warps, or
-# 64-pixel backward tiles, the backward spilled 0.4-2 KB per thread.
-FORWARD_BLOCKS = {"pixels": 64, "channels": 32, "outputs": 64, "warps": 8}
-BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 32, "warps": 8}
+# smaller counts are padded and masked), and warps. Not yet timed on a GPU. The forward's output block
+# spans up to 256 channels, so at Table 6's 256 outputs every pixel tile computes its responses once
+# for all of them (one pass over x and D); 32-pixel tiles keep that within 128 registers without
+# spills on sm_80/sm_90 for fp32/TF32/bf16/fp16 (ptxas, tests/triton_compile_check.py). With 64-bit
+# offsets (images past 2^31 elements) the 256-wide block spilled 56 bytes: those take 64-wide blocks.
+# The backward kernels at 8 warps use at most 64 registers (fp64 spills 16-24 bytes; 4 warps did not
+# spill but took 140-210 registers).
+FORWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 256, "outputs_64bit": 64, "warps": 8}
+BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "warps": 8}
 
 
 def _jit(fn):
     return fn if triton is None else triton.jit(fn)
+
+
+@_jit
+def _response_tile(window, atom, p_ok, tile_ok, step_t, step_h, step_w,
+                   KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
+    """z[p, c] = sum_t D[p, t] x[window_t(p), c]: ``window`` points at each (pixel, channel)'s first tap,
+    ``atom`` at each pixel's D[p, 0]; taps step by step_t in D, step_h/step_w in x."""
+    z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for u in range(KSIZE):
+        row = window + u * step_h
+        for v in range(KSIZE):
+            d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
+            x_t = tl.load(row + v * step_w, mask=tile_ok, other=0.0).to(ACC)
+            z += d[:, None] * x_t
+            atom += step_t
+    return z
 
 
 @_jit
@@ -76,36 +101,32 @@ def _acda_forward_kernel(
     sy_b, sy_o, sy_h, sy_w,
     KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr,
 ):
     """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, c, window_t(p)], one tile."""
     batch = tl.program_id(2).to(tl.int64)
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o = (tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)).to(INDEX)
     o_ok = o < out_channels
     # The top-left corner of each pixel's window in the padded input: every tap is in bounds.
     corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
     atoms_p = d_ptr + batch * sd_b + p * sd_p
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=ACC)
+    coef_m = coef_ptr
     for m in range(num_atoms):
         for c0 in range(0, channels, BLOCK_C):
-            c = c0 + tl.arange(0, BLOCK_C)
+            c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
             c_ok = c < channels
             window = corner[:, None] + c[None, :] * sx_c
             tile_ok = p_ok[:, None] & c_ok[None, :]
-            atom = atoms_p + m * sd_m
-            z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)  # z[p, m, c], never leaves registers
-            for u in range(KSIZE):
-                row = window + u * dilation * sx_h
-                for v in range(KSIZE):
-                    d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
-                    x_t = tl.load(row + v * dilation * sx_w, mask=tile_ok, other=0.0).to(ACC)
-                    z += d[:, None] * x_t
-                    atom += sd_t
-            w = tl.load(coef_ptr + c[:, None] * sc_c + o[None, :] * sc_o + m * sc_m, mask=c_ok[:, None] & o_ok[None, :],
-                        other=0.0)
-            acc = tl.dot(z, w.to(ACC), acc, input_precision=PRECISION)
+            # z[p, m, c], never leaves registers
+            z = _response_tile(window, atoms_p, p_ok, tile_ok, sd_t, dilation * sx_h, dilation * sx_w,
+                               KSIZE, BLOCK_P, BLOCK_C, ACC)
+            w = tl.load(coef_m + c[:, None] * sc_c + o[None, :] * sc_o, mask=c_ok[:, None] & o_ok[None, :], other=0.0)
+            acc = tl.dot(z.to(OPERAND).to(DOT), w.to(OPERAND).to(DOT), acc, input_precision=PRECISION)
+        atoms_p += sd_m
+        coef_m += sc_m
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
     y = y_ptr + batch * sy_b + ((p // out_w) * sy_h + (p % out_w) * sy_w)[:, None] + o[None, :] * sy_o
@@ -113,76 +134,118 @@ def _acda_forward_kernel(
 
 
 @_jit
-def _acda_backward_kernel(
-    gy_ptr, x_ptr, d_ptr, coef_ptr, gx_ptr, gd_ptr, gcoef_ptr,
-    channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
-    sg_b, sg_o, sg_h, sg_w,
+def _acda_responses_kernel(
+    x_ptr, d_ptr, z_ptr,
+    channels, num_atoms, out_w, pixels, stride, dilation,
     sx_b, sx_c, sx_h, sx_w,
-    sgx_b, sgx_c, sgx_h, sgx_w,
     sd_b, sd_m, sd_t, sd_p,
-    sgd_b, sgd_m, sgd_t, sgd_p,
-    sc_o, sc_c, sc_m,
-    sgc_o, sgc_c, sgc_m,
-    KSIZE: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    sz_b, sz_m, sz_c, sz_p,
+    KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr,
 ):
-    """One (pixel tile, channel block)'s share of grad_x, grad_D and grad_A, all added atomically; z recomputed."""
+    """z[b, m, c, p] = sum_t D[b, m, t, p] xpad[b, c, window_t(p)], the responses grad_A contracts with grad_y."""
     batch = tl.program_id(2).to(tl.int64)
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = c < channels
-    tile_ok = p_ok[:, None] & c_ok[None, :]
-    oh = p // out_w
-    ow = p % out_w
-    window = (x_ptr + batch * sx_b + oh * stride * sx_h + ow * stride * sx_w)[:, None] + c[None, :] * sx_c
-    grad_window = (gx_ptr + batch * sgx_b + oh * stride * sgx_h + ow * stride * sgx_w)[:, None] + c[None, :] * sgx_c
-    gy_p = gy_ptr + batch * sg_b + oh * sg_h + ow * sg_w
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(INDEX)
+    tile_ok = p_ok[:, None] & (c < channels)[None, :]
+    window = (x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w)[:, None] \
+        + c[None, :] * sx_c
     atoms_p = d_ptr + batch * sd_b + p * sd_p
-    grad_atoms_p = gd_ptr + batch * sgd_b + p * sgd_p
-    o_block = tl.arange(0, BLOCK_O)
+    z_tile = z_ptr + batch * sz_b + p[:, None] * sz_p + c[None, :] * sz_c
     for m in range(num_atoms):
-        # gz[p, c] = sum_o gy[p, o] A[o, c, m]
-        gz = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-        for o0 in range(0, out_channels, BLOCK_O):
-            o = o0 + o_block
-            o_ok = o < out_channels
-            g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
-            w_t = tl.load(coef_ptr + o[:, None] * sc_o + c[None, :] * sc_c + m * sc_m,
-                          mask=o_ok[:, None] & c_ok[None, :], other=0.0)
-            gz = tl.dot(g.to(ACC), w_t.to(ACC), gz, input_precision=PRECISION)
-        atom = atoms_p + m * sd_m
-        grad_atom = grad_atoms_p + m * sgd_m
-        z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-        for u in range(KSIZE):
-            row = u * dilation * sx_h
-            grad_row = u * dilation * sgx_h
-            for v in range(KSIZE):
-                d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
-                x_t = tl.load(window + row + v * dilation * sx_w, mask=tile_ok, other=0.0).to(ACC)
-                z += d[:, None] * x_t
-                # grad_D[p, m, t] gets this channel block's sum_c gz x_t; grad_x gets D[p, m, t] gz
-                tl.atomic_add(grad_atom, tl.sum(gz * x_t, axis=1), mask=p_ok, sem="relaxed")
-                tl.atomic_add(grad_window + grad_row + v * dilation * sgx_w, d[:, None] * gz, mask=tile_ok,
-                              sem="relaxed")
-                atom += sd_t
-                grad_atom += sgd_t
-        # grad_A[o, c, m] += sum_p gy[p, o] z[p, c]
-        for o0 in range(0, out_channels, BLOCK_O):
-            o = o0 + o_block
-            o_ok = o < out_channels
-            g = tl.load(gy_p[:, None] + o[None, :] * sg_o, mask=p_ok[:, None] & o_ok[None, :], other=0.0)
-            part = tl.dot(tl.trans(g.to(ACC)), z, input_precision=PRECISION)
-            tl.atomic_add(gcoef_ptr + o[:, None] * sgc_o + c[None, :] * sgc_c + m * sgc_m, part,
-                          mask=o_ok[:, None] & c_ok[None, :], sem="relaxed")
+        z = _response_tile(window, atoms_p, p_ok, tile_ok, sd_t, dilation * sx_h, dilation * sx_w,
+                           KSIZE, BLOCK_P, BLOCK_C, ACC)
+        tl.store(z_tile, z.to(z_ptr.dtype.element_ty), mask=tile_ok)
+        atoms_p += sd_m
+        z_tile += sz_m
+
+
+@_jit
+def _acda_atom_grad_kernel(
+    x_ptr, gz_ptr, gd_ptr,
+    channels, out_w, pixels, stride, dilation,
+    sx_b, sx_c, sx_h, sx_w,
+    sg_b, sg_m, sg_c, sg_p,
+    sgd_b, sgd_m, sgd_t, sgd_p,
+    KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr,
+):
+    """grad_D[b, m, t, p] = sum_c gz[b, m, c, p] xpad[b, c, window_t(p)]; one program owns every channel of its
+    (pixel tile, atom), so each value is written once (no atomics)."""
+    batch = tl.program_id(2).to(tl.int64)
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
+    p_ok = p < pixels
+    m = tl.program_id(1).to(INDEX)
+    corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
+    gz_p = gz_ptr + batch * sg_b + m * sg_m + p * sg_p
+    grad_atom = gd_ptr + batch * sgd_b + m * sgd_m + p * sgd_p
+    for u in range(KSIZE):
+        for v in range(KSIZE):
+            tap = corner + u * dilation * sx_h + v * dilation * sx_w
+            total = tl.zeros((BLOCK_P,), dtype=ACC)
+            for c0 in range(0, channels, BLOCK_C):
+                c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
+                tile_ok = p_ok[:, None] & (c < channels)[None, :]
+                x_t = tl.load(tap[:, None] + c[None, :] * sx_c, mask=tile_ok, other=0.0).to(ACC)
+                g = tl.load(gz_p[:, None] + c[None, :] * sg_c, mask=tile_ok, other=0.0).to(ACC)
+                total += tl.sum(g * x_t, axis=1)
+            tl.store(grad_atom, total, mask=p_ok)
+            grad_atom += sgd_t
+
+
+@_jit
+def _acda_input_grad_kernel(
+    gz_ptr, d_ptr, gx_ptr,
+    channels, num_atoms, width, in_pixels, out_h, out_w, padding, stride, dilation,
+    sg_b, sg_m, sg_c, sg_p,
+    sd_b, sd_m, sd_t, sd_p,
+    sgx_b, sgx_c, sgx_h, sgx_w,
+    KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr,
+):
+    """grad_x[b, c, q] = sum over the (output pixel p, tap t) whose window covers input pixel q of
+    sum_m D[b, m, t, p] gz[b, m, c, p]: a gather per input tile, each value written once (no atomics)."""
+    batch = tl.program_id(2).to(tl.int64)
+    q = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
+    q_ok = q < in_pixels
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(INDEX)
+    c_ok = c < channels
+    # Padded coordinates of each input pixel: tap (u, v) of output pixel (i, j) reads (i*s + u*d, j*s + v*d).
+    row = q // width + padding
+    col = q % width + padding
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for u in range(KSIZE):
+        # Clamped before // and % so that negative values never reach them (C and numpy round differently).
+        i_num = tl.maximum(row - u * dilation, 0)
+        i = i_num // stride
+        i_ok = (row - u * dilation >= 0) & (i_num % stride == 0) & (i < out_h)
+        for v in range(KSIZE):
+            j_num = tl.maximum(col - v * dilation, 0)
+            j = j_num // stride
+            ok = q_ok & i_ok & (col - v * dilation >= 0) & (j_num % stride == 0) & (j < out_w)
+            p = i * out_w + j
+            atom = d_ptr + batch * sd_b + p * sd_p + (u * KSIZE + v) * sd_t
+            gz_tile = gz_ptr + batch * sg_b + p[:, None] * sg_p + c[None, :] * sg_c
+            for m in range(num_atoms):
+                d = tl.load(atom, mask=ok, other=0.0).to(ACC)
+                g = tl.load(gz_tile, mask=ok[:, None] & c_ok[None, :], other=0.0).to(ACC)
+                acc += d[:, None] * g
+                atom += sd_m
+                gz_tile += sg_m
+    gx = gx_ptr + batch * sgx_b + ((q // width) * sgx_h + (q % width) * sgx_w)[:, None] + c[None, :] * sgx_c
+    tl.store(gx, acc.to(gx_ptr.dtype.element_ty), mask=q_ok[:, None] & c_ok[None, :])
+
+
+def _interpreted_at_import() -> bool:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_acda_forward_kernel, InterpretedFunction)
+
+
+_INTERPRETED = triton is not None and _interpreted_at_import()
 
 
 def _interpreted() -> bool:
     """Whether Triton runs kernels in its numpy interpreter (decided when triton was imported)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(_acda_forward_kernel, InterpretedFunction)
+    return _INTERPRETED
 
 
 def available(device: torch.device | str | None = None) -> bool:
@@ -209,23 +272,63 @@ def _block(count: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(count)))
 
 
-def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict) -> dict:
-    """A kernel's compile-time arguments for these operands and tile sizes."""
+# The largest offset a kernel addresses in 32 bits; beyond it (inside one image: the batch offset is
+# always 64-bit) every index is 64-bit. Grid dimension z (the batch) holds at most MAX_GRID_BATCH programs.
+INT32_OFFSETS = 2**31 - 1
+MAX_GRID_BATCH = 65535
+HALF_DOTS = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16} if triton else {}
+
+
+def _image_span(tensor: torch.Tensor) -> int:
+    """The largest element offset inside one image (all dims but the batch)."""
+    return sum((size - 1) * abs(step) for size, step in zip(tensor.shape[1:], tensor.stride()[1:]))
+
+
+def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict,
+              per_image: list[torch.Tensor]) -> dict:
+    """A kernel's compile-time arguments for these operands, tile sizes and per-image tensors.
+
+    The ``tl.dot`` operands: fp16/bf16 inputs' own dtype (their tensor cores, float32 accumulation);
+    float32 ones in TF32 exactly when torch allows it for float32 matmuls
+    (``torch.backends.cuda.matmul.allow_tf32``, set by ``set_float32_matmul_precision("high")``),
+    else exact IEEE float32; float64 in float64.
+    """
     if x.dtype == torch.float64:
-        accumulate, precision = tl.float64, "ieee"
+        operand, precision = tl.float64, "ieee"
+    elif x.dtype in HALF_DOTS:
+        operand, precision = HALF_DOTS[x.dtype], "ieee"
     else:
-        exact = x.dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest"
-        accumulate, precision = tl.float32, "ieee" if exact else "tf32"
-    out_channels, channels = coefficients.shape[:2]
+        operand, precision = tl.float32, "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    # The interpreter's bf16 tl.dot returns garbage (numpy has no bf16): there the bf16-rounded operands
+    # are multiplied in float32, which gives the same products.
+    dot = tl.float32 if _interpreted() and operand == tl.bfloat16 else operand
+    tiles = _tile_settings(x, kernel_size, blocks, per_image)
+    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
+    return dict(
+        tiles,
+        BLOCK_O=_block(coefficients.shape[0], outputs),
+        OPERAND=operand,
+        DOT=dot,
+        PRECISION=precision,
+    )
+
+
+def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: list[torch.Tensor]) -> dict:
+    """The compile-time arguments every kernel takes: taps, pixel and channel tiles, accumulator, index width."""
+    wide = max(map(_image_span, per_image)) > INT32_OFFSETS
     return dict(
         KSIZE=kernel_size,
         BLOCK_P=blocks["pixels"],
-        BLOCK_C=_block(channels, blocks["channels"]),
-        BLOCK_O=_block(out_channels, blocks["outputs"]),
-        ACC=accumulate,
-        PRECISION=precision,
+        BLOCK_C=_block(x.shape[1], blocks["channels"]),
+        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
+        INDEX=tl.int64 if wide else tl.int32,
         num_warps=blocks["warps"],
     )
+
+
+def _batch_chunks(batch: int):
+    """Slices of the batch, each at most MAX_GRID_BATCH images: one launch each."""
+    return (slice(start, min(start + MAX_GRID_BATCH, batch)) for start in range(0, batch, MAX_GRID_BATCH))
 
 
 def _accumulator_dtype(x: torch.Tensor) -> torch.dtype:
@@ -283,16 +386,17 @@ def triton_acda(
     atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
-    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS)
-    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]), x.shape[0])
+    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y])
+    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]))
     with _on_device(x.device):
-        _acda_forward_kernel[grid](
-            xpad, atoms, coefficients, y if bias is None else bias, y,
-            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
-            *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
-            HAS_BIAS=bias is not None,
-            **settings,
-        )
+        for images in _batch_chunks(x.shape[0]):
+            _acda_forward_kernel[(*tiles, images.stop - images.start)](
+                xpad[images], atoms[images], coefficients, y if bias is None else bias, y[images],
+                channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+                *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
+                HAS_BIAS=bias is not None,
+                **settings,
+            )
     return y
 
 
@@ -312,39 +416,64 @@ def triton_acda_backward(
     stride: int,
     padding: int,
     dilation: int,
+    need_grad_x: bool,
+    need_grad_alpha: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_x, grad_alpha, grad_A) of ``triton_acda`` (the bias's gradient is grad summed, outside)."""
+    """(grad_x, grad_alpha, grad_A) of ``triton_acda`` (the bias's gradient is grad summed, outside); a
+    gradient not needed is an empty tensor and is not computed."""
     _require(x.device)
     channels, num_atoms, out_w, pixels = _geometry(x, alpha)
-    out_channels = coefficients.shape[0]
+    batch, _, height, width = x.shape
     accumulate = _accumulator_dtype(x)
     atoms = _atoms(alpha, bases, kernel_size, accumulate)
     xpad = F.pad(x, (padding,) * 4)
-    # Atomically accumulated: over overlapping windows (x), channel blocks (D) and pixel tiles (A).
-    grad_xpad = torch.zeros_like(xpad, dtype=accumulate)
-    grad_atoms = torch.zeros(atoms.shape, dtype=accumulate, device=x.device)
-    grad_coefficients = torch.zeros_like(coefficients, dtype=accumulate)
-    settings = _settings(x, coefficients, kernel_size, BACKWARD_BLOCKS)
-    grid = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(channels, settings["BLOCK_C"]), x.shape[0])
+    # The two GEMMs run in torch (cuBLAS: fp16/bf16 tensor cores for those inputs, TF32 for float32 as torch
+    # allows), on z and gz stored in that dtype; the kernels do the per-pixel work, accumulating in ACC.
+    gemm_dtype = x.dtype if x.dtype in HALF_DOTS else accumulate
+    grad_y = grad.flatten(2).to(gemm_dtype)
+    responses = torch.empty(batch, num_atoms, channels, pixels, dtype=gemm_dtype, device=x.device)
+    grad_responses = torch.einsum("bop,ocm->bmcp", grad_y, coefficients.to(gemm_dtype))
+    grad_atoms = torch.empty(atoms.shape if need_grad_alpha else (0,), dtype=accumulate, device=x.device)
+    grad_x = torch.empty_like(x) if need_grad_x else x.new_empty(0)
+    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, [xpad, atoms, responses, grad_responses])
+    pixel_tiles = triton.cdiv(pixels, settings["BLOCK_P"])
+    channel_blocks = triton.cdiv(channels, settings["BLOCK_C"])
     with _on_device(x.device):
-        _acda_backward_kernel[grid](
-            grad, xpad, atoms, coefficients, grad_xpad, grad_atoms, grad_coefficients,
-            channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
-            *grad.stride(), *xpad.stride(), *grad_xpad.stride(),
-            *atoms.stride(), *grad_atoms.stride(), *coefficients.stride(), *grad_coefficients.stride(),
-            **settings,
-        )
-    height, width = x.shape[2:]
-    grad_x = torch.empty_like(x).copy_(grad_xpad[..., padding : padding + height, padding : padding + width])
+        for images in _batch_chunks(batch):
+            count = images.stop - images.start
+            _acda_responses_kernel[(pixel_tiles, channel_blocks, count)](
+                xpad[images], atoms[images], responses[images],
+                channels, num_atoms, out_w, pixels, stride, dilation,
+                *xpad.stride(), *atoms.stride(), *responses.stride(),
+                **settings,
+            )
+            if need_grad_alpha:
+                _acda_atom_grad_kernel[(pixel_tiles, num_atoms, count)](
+                    xpad[images], grad_responses[images], grad_atoms[images],
+                    channels, out_w, pixels, stride, dilation,
+                    *xpad.stride(), *grad_responses.stride(), *grad_atoms.stride(),
+                    **settings,
+                )
+            if need_grad_x:
+                _acda_input_grad_kernel[(triton.cdiv(height * width, settings["BLOCK_P"]), channel_blocks, count)](
+                    grad_responses[images], atoms[images], grad_x[images],
+                    channels, num_atoms, width, height * width, alpha.shape[3], out_w, padding, stride, dilation,
+                    *grad_responses.stride(), *atoms.stride(), *grad_x.stride(),
+                    **settings,
+                )
+    grad_coefficients = torch.einsum("bop,bmcp->ocm", grad_y, responses).to(coefficients.dtype)
+    if not need_grad_alpha:
+        return grad_x, alpha.new_empty(0), grad_coefficients
     if bases is not None:  # grad_alpha = grad_D . bases^T
         grad_atoms = torch.einsum("bmtp,kt->bmkp", grad_atoms, bases.reshape(bases.shape[0], -1).to(accumulate))
     grad_alpha = torch.empty_like(alpha).copy_(grad_atoms.reshape(alpha.shape))
-    return grad_x, grad_alpha, grad_coefficients.to(coefficients.dtype)
+    return grad_x, grad_alpha, grad_coefficients
 
 
 @triton_acda_backward.register_fake
-def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
-    return torch.empty_like(x), torch.empty_like(alpha), torch.empty_like(coefficients)
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, need_grad_x, need_grad_alpha):
+    return (torch.empty_like(x) if need_grad_x else x.new_empty(0),
+            torch.empty_like(alpha) if need_grad_alpha else alpha.new_empty(0), torch.empty_like(coefficients))
 
 
 def _setup_context(ctx, inputs, output):
@@ -356,11 +485,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, alpha, bases, coefficients = ctx.saved_tensors
-    grad_x, grad_alpha, grad_coefficients = triton_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
+    need_x, need_alpha = ctx.needs_input_grad[:2]
+    grad_x, grad_alpha, grad_coefficients = triton_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry,
+                                                                 need_x, need_alpha)
     grad_bias = None
     if ctx.bias_dtype is not None:
         grad_bias = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(ctx.bias_dtype)
-    return grad_x, grad_alpha, None, grad_coefficients, grad_bias, None, None, None, None
+    return (grad_x if need_x else None, grad_alpha if need_alpha else None, None, grad_coefficients, grad_bias,
+            None, None, None, None)
 
 
 triton_acda.register_autograd(_backward, setup_context=_setup_context)

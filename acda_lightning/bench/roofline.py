@@ -1,0 +1,143 @@
+"""`acda bench roofline`: multiply-adds and bytes moved per kernel, and the time each would take at an
+H100's published peaks. A PREDICTION from counting, not a measurement (`make gpu-check` measures).
+
+Setting: Table 6's layer (C = O = 256, 100x100 output, stride 1, m = 6 atoms, K Fourier-Bessel bases:
+6/12/18 at k = 3/5/7), bf16 tensors (2 bytes), fp32 accumulation buffers (4 bytes), per batch size.
+
+Counting model, per kernel and pass (forward; backward = every gradient the layer needs):
+- multiply-adds split by the unit that runs them: GEMM-shaped work (convs, the 1x1 over C*m, the
+  kernels' ``tl.dot``) on tensor cores; per-pixel work (depthwise taps, the alpha contraction, the
+  Triton kernel's response sums) on CUDA cores.
+- bytes: every tensor a kernel reads or writes, once per pass that the design makes over it in DRAM
+  (caches assumed to catch re-reads inside one program's tile; re-reads across programs are charged:
+  the Triton forward reads x and D once per 64-wide output block, its atom-gradient kernel x once
+  per atom, its input-gradient kernel D once per 32-wide channel block).
+- time = max(tensor MACs / tensor peak + CUDA-core MACs / FP32 peak, bytes / DRAM bandwidth).
+- "triton": the kernel's forward passes over x and D once per 256-wide output block (once at C' = 256;
+  A's tiles are re-read from L2 by every pixel tile, not counted); its backward is two GEMMs and three
+  per-pixel kernels, no atomics.
+- the atom generator (1x1 C -> 64, BN, ReLU, 3x3 64 -> m*K) is the same for every ACDA kernel: its own row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import ceil
+
+from .table6 import PAPER_SETTING
+
+# NVIDIA H100 SXM5 datasheet, dense (no sparsity): FLOP/s (a multiply-add is 2) and HBM3 bytes/s.
+H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e12, "dram_bytes_per_second": 3.35e12}
+ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
+NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
+GENERATOR_HIDDEN = 64
+TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK = 256, 32
+KERNELS = ("conv", "basis", "triton", "generator")
+
+
+@dataclass
+class Work:
+    tensor_macs: int = 0
+    cuda_core_macs: int = 0
+    bytes: int = 0
+
+    def __add__(self, other: Work) -> Work:
+        return Work(*(a + b for a, b in zip(vars(self).values(), vars(other).values())))
+
+    def seconds(self, peaks: dict = H100) -> float:
+        compute = 2 * (self.tensor_macs / peaks["tensor_bf16_flops"] + self.cuda_core_macs / peaks["fp32_flops"])
+        memory = self.bytes / peaks["dram_bytes_per_second"]
+        return max(compute, memory)
+
+
+def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size: int = 100,
+           num_atoms: int = 6) -> dict[str, Work]:
+    """{"forward": Work, "backward": Work} of one kernel at this setting."""
+    b, c, o, m, taps = batch, channels, channels, num_atoms, kernel_size**2
+    bases, pixels = NUM_BASES[kernel_size], size * size
+    e, acc = ELEMENT, ACCUMULATOR
+    x = y = b * c * pixels  # elements (C = O)
+    alpha, atoms = b * m * bases * pixels, b * m * taps * pixels
+    responses, atom_out = b * c * bases * pixels, b * c * m * pixels
+    gemm = b * o * c * m * pixels  # the 1x1 over C*m, or the kernels' dot
+    sums = b * c * m * taps * pixels  # per-pixel responses sum_t D x_t
+    if kernel == "conv":
+        weights = o * c * taps
+        forward = Work(tensor_macs=b * o * c * taps * pixels, bytes=e * (x + weights + y))
+        return {"forward": forward, "backward": Work(tensor_macs=2 * forward.tensor_macs,
+                                                     bytes=e * (2 * (x + y) + 2 * weights + y))}
+    if kernel == "generator":
+        hidden, predicted = b * GENERATOR_HIDDEN * pixels, m * bases
+        forward = Work(tensor_macs=b * pixels * (c * GENERATOR_HIDDEN + GENERATOR_HIDDEN * predicted * 9),
+                       bytes=e * (x + 3 * hidden + alpha))  # hidden: written, normalised in place, read
+        return {"forward": forward, "backward": Work(tensor_macs=2 * forward.tensor_macs, bytes=2 * forward.bytes)}
+    if kernel == "basis":  # depthwise conv with the K bases, the alpha contraction, the 1x1 conv
+        forward = Work(tensor_macs=gemm, cuda_core_macs=responses * taps + atom_out * bases,
+                       bytes=e * (x + responses) + e * (responses + alpha + atom_out) + e * (atom_out + y))
+        backward = Work(tensor_macs=2 * gemm, cuda_core_macs=2 * atom_out * bases + responses * taps,
+                        bytes=e * (y + 2 * atom_out) + e * (atom_out + 2 * responses + 2 * alpha)
+                        + e * (responses + x))
+        return {"forward": forward, "backward": backward}
+    if kernel != "triton":
+        raise ValueError(f"unknown kernel {kernel!r}: one of {', '.join(KERNELS)}")
+    # D = alpha . bases (einsum) and x copied padded, before the kernels of either pass.
+    prologue = Work(cuda_core_macs=atoms * bases, bytes=e * (alpha + 2 * x) + acc * atoms)
+    # The backward: gz = gy . A and grad_A = gy^T z (GEMMs on z, gz stored in bf16), the
+    # responses kernel (x, D -> z), the atom-gradient kernel (x once per atom, gz -> grad_D in fp32), the
+    # input-gradient gather (gz, D once per channel block -> grad_x), then grad_alpha = grad_D . bases^T.
+    channel_blocks = ceil(c / TRITON_BACKWARD_CHANNEL_BLOCK)
+    backward = prologue + Work(
+        tensor_macs=2 * gemm,
+        cuda_core_macs=3 * sums + atoms * bases,
+        bytes=e * (y + 2 * atom_out) + e * (x + atom_out) + acc * atoms + e * (y + atom_out)
+        + m * e * x + e * atom_out + acc * atoms + e * atom_out + channel_blocks * acc * atoms + e * x
+        + acc * atoms + e * alpha,
+    )
+    output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK)
+    forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums * output_blocks,
+                              bytes=output_blocks * (e * x + acc * atoms) + e * y)
+    return {"forward": forward, "backward": backward}
+
+
+def roofline(kernel_sizes=(3, 5, 7), batches=(1, 8, 32)) -> dict:
+    setting = {**PAPER_SETTING, "dtype": "bfloat16", "peaks": H100}
+    rows = []
+    for kernel_size in kernel_sizes:
+        for batch in batches:
+            works = {kernel: passes(kernel, batch, kernel_size, PAPER_SETTING["channels"], PAPER_SETTING["size"],
+                                    PAPER_SETTING["num_atoms"]) for kernel in KERNELS}
+            for kernel, work in works.items():
+                both = work["forward"] + work["backward"]
+                row = {"kernel": kernel, "kernel_size": kernel_size, "batch": batch}
+                for name, part in (("forward", work["forward"]), ("forward_backward", both)):
+                    row[name] = {**vars(part), "predicted_ms": 1e3 * part.seconds()}
+                rows.append(row)
+            conv = next(r for r in rows if r["kernel"] == "conv" and (r["kernel_size"], r["batch"]) == (kernel_size, batch))
+            generator = rows[-1]
+            for row in rows[-len(KERNELS):]:
+                if row["kernel"] in ("basis", "triton"):
+                    for name in ("forward", "forward_backward"):
+                        layer_ms = row[name]["predicted_ms"] + generator[name]["predicted_ms"]
+                        row[name]["layer_vs_conv"] = layer_ms / conv[name]["predicted_ms"]
+    return {"setting": setting, "rows": rows}
+
+
+def markdown(result: dict) -> str:
+    peaks = result["setting"]["peaks"]
+    lines = [
+        f"PREDICTED (not measured) at {peaks['name']} peaks: {peaks['tensor_bf16_flops'] / 1e12:.0f} TFLOP/s bf16 "
+        f"tensor, {peaks['fp32_flops'] / 1e12:.1f} TFLOP/s FP32, {peaks['dram_bytes_per_second'] / 1e12:.2f} TB/s; "
+        "Table 6's layer in bf16. layer/conv = (kernel + generator) / conv.",
+        "",
+        "| k | B | kernel | fwd GMAC tensor/CUDA-core | fwd MB | fwd ms | fwd+bwd ms | layer/conv fwd+bwd |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        forward, both = row["forward"], row["forward_backward"]
+        ratio = both.get("layer_vs_conv")
+        lines.append(
+            f"| {row['kernel_size']} | {row['batch']} | {row['kernel']} | {forward['tensor_macs'] / 1e9:.1f}/"
+            f"{forward['cuda_core_macs'] / 1e9:.2f} | {forward['bytes'] / 1e6:.0f} | {forward['predicted_ms']:.3f} | "
+            f"{both['predicted_ms']:.3f} | {'' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    return "\n".join(lines)
