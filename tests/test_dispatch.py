@@ -118,7 +118,7 @@ def test_acda_impl_bad_value_is_one_error_line(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["acda", "bench", "layer", "--quick", "--impls", "basis"])
     assert cli.run() == 2
     error = capsys.readouterr().err
-    assert "acda: error: ACDA_IMPL='trition'" in error and "basis, triton, auto" in error
+    assert "acda: error: ACDA_IMPL='trition'" in error and "auto, unfold, basis, fused, triton" in error
 
 
 interpreted = pytest.mark.skipif(not triton_acda.available("cpu"), reason="Triton's interpreter is off")
