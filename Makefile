@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 DATA_DIR ?= data
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu gpu-check report figures clean train train-crowd bench train-sr train-cls train-denoise
+.PHONY: venv demo toy-ablation test test-slow test-gpu gpu-check report figures clean train train-crowd bench train-sr train-classification train-cls train-denoise
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,14 +65,16 @@ train-sr: $(INSTALLED)
 	$(ACDA) report --root $(REPORTS)
 
 ## Classification (paper Sec. 4.1, Tables 1-2): one run of tasks/classification/$(CONFIG).yaml (fit, then
-## test), then the study report. `make train-cls CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`; DATA_DIR
+## test), then the study report. `make train-classification CONFIG=imagenet_ad_resnet_s DATA_DIR=/datasets`
+## (train-cls is the same target); DATA_DIR
 ## holds CIFAR/ (cifar-10-batches-py/, cifar-100-python/) and ImageNet/ (train/, val/); CLS_ARGS adds overrides.
 CLS_ARGS ?=
-train-cls: CONFIG ?= cifar10_lenet_acda
-train-cls: $(INSTALLED)
+train-classification: CONFIG ?= cifar10_lenet_acda
+train-classification: $(INSTALLED)
 	$(ACDA) fit -c tasks/classification/$(CONFIG).yaml \
 		--data.root $(DATA_DIR)/$(if $(findstring imagenet,$(CONFIG)),ImageNet,CIFAR) --report.root $(REPORTS) $(CLS_ARGS)
 	$(ACDA) report --root $(REPORTS)
+train-cls: train-classification
 
 ## Real-world denoising on SIDD (paper Sec. 4.3, Table 5): reports/sidd_*/ and reports/denoise/.
 ## DATA_DIR holds SIDD/; DENOISE_ARGS adds overrides; DENOISE_NET sets the network's size for every run

@@ -14,7 +14,8 @@ OVERRIDE = "--trainer.max_epochs=7"
 TARGETS = {
     "train-crowd": {"CROWD_ARGS": OVERRIDE},
     "train-sr": {"SR_ARGS": OVERRIDE},
-    "train-cls": {"CLS_ARGS": OVERRIDE},
+    "train-classification": {"CLS_ARGS": OVERRIDE},
+    "train-cls": {"CLS_ARGS": OVERRIDE},  # the same target under its earlier name
     "train-denoise": {"DENOISE_ARGS": OVERRIDE},
     "train": {"TASK": "crowd", "CONFIG": "sha_baseline", "ARGS": OVERRIDE},
 }

@@ -40,7 +40,7 @@ def build_classification(root: Path) -> list[str]:
     finished = {config: record for config, record in runs.items() if record is not None}
     missing = sorted(names[config] for config in set(runs) - set(finished))
     if not finished:
-        return [missing_runs(root, "classification", missing, "make train-cls CONFIG=<name>")]
+        return [missing_runs(root, "classification", missing, "make train-classification CONFIG=<name>")]
     metrics = {}
     for name, record in finished.items():
         for key, value in _errors(record).items():
