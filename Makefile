@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 DATA_DIR ?= data
 
 .DEFAULT_GOAL := demo
-.PHONY: venv demo toy-ablation test test-slow test-gpu gpu-check report figures clean train train-crowd bench train-sr train-classification train-cls train-denoise
+.PHONY: venv demo toy-ablation test test-slow test-gpu gpu-check study-depthwise report figures clean train train-crowd bench train-sr train-classification train-cls train-denoise
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -109,6 +109,12 @@ bench: $(INSTALLED)
 	$(ACDA) bench layer
 	$(ACDA) bench table6
 	$(ACDA) bench table7
+
+## Depthwise ACDA vs depthwise conv in a ConvNeXt-style block (synthetic shapes; about 10 CPU minutes):
+## reports/depthwise/, shown in reports/classification/report.md
+study-depthwise: $(INSTALLED)
+	$(BIN)/python -m acda_lightning.studies.depthwise --out $(REPORTS)/depthwise
+	$(ACDA) report --root $(REPORTS)
 
 report: $(INSTALLED)
 	$(ACDA) report

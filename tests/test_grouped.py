@@ -108,10 +108,15 @@ def test_bench_layer_depthwise_times_depthwise_acda_against_depthwise_conv(capsy
     assert conv["parameters"] == conv["channels"] * (conv["kernel_size"] ** 2 + 1)  # a depthwise conv's weights
 
 
-def test_depthwise_study_puts_conv_and_acda_side_by_side():
-    from acda_lightning.studies.depthwise import depthwise_study, markdown
+def test_depthwise_study_puts_conv_and_acda_side_by_side(tmp_path, capsys):
+    from acda_lightning.studies.classification import _depthwise_section
+    from acda_lightning.studies.depthwise import main as depthwise_main
+    from acda_lightning.studies.depthwise import markdown
 
-    result = depthwise_study(train_images=16, test_images=8, epochs=1, seeds=(0,), channels=8, size=16)
+    assert "not run" in _depthwise_section(tmp_path)
+    settings = ["--train-images", "16", "--test-images", "8", "--epochs", "1", "--seeds", "0", "--channels", "8", "--size", "16"]
+    depthwise_main(["--out", str(tmp_path / "depthwise"), *settings])
+    result = json.loads((tmp_path / "depthwise" / "metrics.json").read_text())
     conv, acda = result["conv"], result["acda"]
     assert conv["mixer_parameters"] == 2 * 8 * (7 * 7 + 1)  # two depthwise 7x7 convs with bias
     acda_layer = ACDAConv2d(8, 8, 7, groups=8)
@@ -120,3 +125,4 @@ def test_depthwise_study_puts_conv_and_acda_side_by_side():
     assert all(0 <= a <= 1 for a in conv["accuracy"] + acda["accuracy"])
     table = markdown(result)
     assert "depthwise 7x7 ACDA" in table and f"{acda['parameters']:,}" in table
+    assert table in (tmp_path / "depthwise" / "report.md").read_text() and table in _depthwise_section(tmp_path)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..paper import TABLE1, TABLE2
 from ..utils import write_json, write_text
 from . import register_study
 from .common import load_run, missing_runs, run_names
+from .depthwise import markdown
 
 # config name (tasks/classification/<name>.yaml) -> its row of Table 1 or 2
 CIFAR_CONFIGS = {f"{dataset}_{model}": (dataset, model) for dataset, model in TABLE1}
@@ -48,9 +50,17 @@ def build_classification(root: Path) -> list[str]:
         metrics[f"{name}_parameters"] = record["parameters"]["total"]
     out = root / "classification"
     write_json(out / "metrics.json", metrics)
-    write_text(out / "report.md", _markdown(metrics, finished, missing))
+    write_text(out / "report.md", _markdown(metrics, finished, missing) + _depthwise_section(root))
     line = f"classification: {out}/report.md ({len(finished)} of {len(runs)} runs)"
     return [line + (f"; missing runs {missing}" if missing else "")]
+
+
+def _depthwise_section(root: Path) -> str:
+    """The depthwise ConvNeXt-block comparison (`make study-depthwise`), when it has been run."""
+    path = root / "depthwise" / "metrics.json"
+    if not path.is_file():
+        return "\nDepthwise ACDA vs depthwise conv: not run (`make study-depthwise`).\n"
+    return "\n## Depthwise ACDA in a ConvNeXt-style block (ours; not in the paper)\n\n" + markdown(json.loads(path.read_text())) + "\n"
 
 
 def _cell(metrics: dict, key: str, digits: int = 2) -> str:

@@ -6,7 +6,10 @@ ConvNeXt-style net (stride-2 stem, blocks of depthwise 7x7 -> BatchNorm -> 1x1 x
 a residual, global pooling, linear), trained twice with the same data, seeds and recipe: once with
 ``nn.Conv2d(C, C, 7, groups=C)`` as the blocks' spatial mixer, once with ``ACDAConv2d(C, C, 7, groups=C)``.
 
-    python -m acda_lightning.studies.depthwise      # prints the Markdown table
+    python -m acda_lightning.studies.depthwise [--out reports/depthwise]   # or `make study-depthwise`
+
+writes ``metrics.json`` and ``report.md`` to ``--out``; the classification study report (``acda report``)
+includes the table when ``reports/depthwise/metrics.json`` exists.
 """
 
 from __future__ import annotations
@@ -132,5 +135,28 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    from pathlib import Path
+
+    from ..utils import write_json, write_text
+
+    parser = argparse.ArgumentParser(prog="python -m acda_lightning.studies.depthwise", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("reports/depthwise"), help="folder for metrics.json and report.md")
+    parser.add_argument("--train-images", type=int, default=800)
+    parser.add_argument("--test-images", type=int, default=400)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--channels", type=int, default=32)
+    parser.add_argument("--size", type=int, default=32, help="image side in pixels")
+    args = parser.parse_args(argv)
+    result = depthwise_study(
+        args.train_images, args.test_images, args.epochs, tuple(args.seeds), channels=args.channels, size=args.size
+    )
+    write_json(args.out / "metrics.json", result)
+    write_text(args.out / "report.md", "# Depthwise ACDA vs depthwise conv\n\n" + markdown(result) + "\n")
+    print(markdown(result))
+
+
 if __name__ == "__main__":
-    print(markdown(depthwise_study()))
+    main()
