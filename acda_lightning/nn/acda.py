@@ -156,13 +156,13 @@ class ACDAConv2d(nn.Module):
             # The generator's last weights start at zero (as deformable conv's offset predictor does):
             # alpha starts at the conv bias, so the layer starts as a static convolution and learns its
             # per-pixel adaptation from there. Measured on the toy study: 2x faster early progress than
-            # a random start, which first has to unlearn a random per-pixel filter (README, toy study).
+            # a random start, which first has to unlearn a random per-pixel filter.
             nn.init.zeros_(self.atom_generator[-1].weight)
             # That bias sets the scale. nn.Conv2d's default bias init (|alpha| < 0.04) left the atoms
             # tiny: output std 0.02-0.05x the replaced conv's on a converted resnet18. Random atoms of
             # unit Frobenius norm make the filter variance sum_a Var(A) |D_a|^2 = C*k*k Var(W) of the
-            # nn.Conv2d it replaces (both 1/3 summed over a filter), so the output std matches (README,
-            # "Drop-in conversion").
+            # nn.Conv2d it replaces (both 1/3 summed over a filter), so the output std matches
+            # (docs/decisions.md, "Default generator").
             with torch.no_grad():
                 directions = torch.randn_like(self.atom_generator[-1].bias).view(self.num_atoms, self.num_bases)
                 self.atom_generator[-1].bias.copy_(self.unit_norm_atoms(directions).flatten())
