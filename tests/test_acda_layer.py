@@ -173,7 +173,7 @@ def test_torch_compile_matches_eager(impl):
 
 
 def test_cpu_offers_every_impl_but_triton():
-    """The public impl names (README "Layer API"): on CPU all but the CUDA-only Triton kernel, and the
+    """The public impl names (README "The layer"): on CPU all but the CUDA-only Triton kernel, and the
     equivalence matrix above runs each of them (an empty or shrunken list would let it pass vacuously)."""
     assert sorted(IMPLS) == ["basis", "fused", "unfold"]
     for impl in ("auto", "unfold", "basis", "fused", "triton"):
