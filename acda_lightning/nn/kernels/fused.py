@@ -142,12 +142,28 @@ def fused_acda_backward(
     grad_x = grad_xpad[:, padding : padding + height, padding : padding + width].permute(0, 3, 1, 2)
     out_channels, in_channels, num_atoms = coefficients.shape
     grad_coefficients = grad_weight.view(out_channels, num_atoms, in_channels).permute(0, 2, 1)
-    return grad_x.contiguous(), grad_alpha, grad_coefficients.contiguous()
+    return (
+        grad_x.contiguous(memory_format=_grad_x_format(x)),
+        grad_alpha.contiguous(),
+        grad_coefficients.contiguous(),
+    )
+
+
+def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
+    """grad_x keeps a channels_last input's layout (the kernel's gradient is NHWC already)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @fused_acda_backward.register_fake
 def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
-    return torch.empty_like(x), torch.empty_like(alpha), torch.empty_like(coefficients)
+    # Strides as the real op returns them (compile's backward graph asserts them).
+    return (
+        torch.empty_like(x, memory_format=_grad_x_format(x)),
+        torch.empty_like(alpha, memory_format=torch.contiguous_format),
+        torch.empty_like(coefficients, memory_format=torch.contiguous_format),
+    )
 
 
 def _setup_context(ctx, inputs, output):
