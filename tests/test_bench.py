@@ -45,6 +45,8 @@ def test_layer_view_has_every_layer_and_mode(capsys, tmp_path):
         assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["peak_bytes"] >= 0
     assert all(row["ratio_median"] == 1.0 for row in rows if row["layer"] == "conv")
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    resnet18 = result["resnet18_rows"]  # every distinct 3x3 layer shape of a converted resnet18
+    assert len(resnet18) == 7 and {"conv", "acda_basis", "acda_fused"} <= set(resnet18[0]["ratios"])
 
 
 def test_train_view_runs_registered_models_by_name(capsys):

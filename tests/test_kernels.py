@@ -4,6 +4,11 @@ The kernel is compiled once per machine (cached under TORCH_EXTENSIONS_DIR, ~/.c
 by default); the session fixture pays that once (about 40 s of CPU), later sessions only load it (~1 s).
 """
 
+import os
+import subprocess
+import sys
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -123,14 +128,63 @@ def test_torch_compile_matches_eager_forward_and_backward(memory_format):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_auto_picks_fused_for_large_cpu_layers_and_basis_for_tiny_ones():
-    large = torch.zeros(1, 64, 64, 64)
-    assert 64 * 64 * 64 * 9 >= FUSED_MIN_WORK
-    assert resolve_impl("auto", large, 3) == "fused"
+def test_auto_picks_fused_for_network_layers_and_basis_for_tiny_ones():
+    resnet18_layer1 = torch.zeros(8, 64, 28, 28)  # resnet18's first 3x3 layers at 112 px, batch 8
+    assert resolve_impl("auto", resnet18_layer1, 3) == "fused"
     assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) == "basis"
-    assert resolve_impl("basis", large, 3) == "basis"
+    assert 3 * 8 * 8 * 9 < FUSED_MIN_WORK
+    assert resolve_impl("basis", resnet18_layer1, 3) == "basis"
 
 
 def test_auto_falls_back_to_basis_without_a_compiler(monkeypatch):
     monkeypatch.setattr(fused, "available", lambda: False)
     assert resolve_impl("auto", torch.zeros(1, 64, 64, 64), 7) == "basis"
+
+
+@pytest.fixture
+def fresh_extension():
+    """fused.extension() decides again in this test (and once more, as before, after it)."""
+    fused.extension.cache_clear()
+    yield
+    fused.extension.cache_clear()
+
+
+def only_warning(record) -> str:
+    assert len(record) == 1, [str(w.message) for w in record]
+    return str(record[0].message)
+
+
+@pytest.mark.parametrize(
+    "setting, cause",
+    [
+        (lambda mp, tmp: mp.setenv("CXX", "no-such-compiler"), "no C++ compiler ('no-such-compiler')"),
+        (lambda mp, tmp: mp.setattr(fused, "isa", lambda: "SVE256"), "this CPU's ISA (SVE256"),
+        # A cache below a plain file cannot be created (as a read-only cache, also for root).
+        (lambda mp, tmp: mp.setenv("TORCH_EXTENSIONS_DIR", str(tmp / "a-file" / "cache")), "the build failed"),
+    ],
+    ids=["no-compiler", "unsupported-isa", "unwritable-cache"],
+)
+def test_unbuildable_kernel_warns_once_naming_the_cause_and_auto_uses_basis(
+    setting, cause, monkeypatch, tmp_path, fresh_extension
+):
+    (tmp_path / "a-file").write_text("")
+    setting(monkeypatch, tmp_path)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert resolve_impl("auto", torch.zeros(2, 64, 32, 32), 7) == "basis"
+        assert not fused.available()
+    message = only_warning(record)
+    assert cause in message and "'basis'" in message
+
+
+def test_cached_binary_is_keyed_by_the_isa_it_was_built_for():
+    assert fused._module_name("AVX2") != fused._module_name("AVX512")
+    assert fused.isa().lower() in fused._module_name(fused.isa())
+
+
+def test_loading_the_kernel_and_benching_print_no_native_log_lines():
+    """No "No CUDA runtime is found" (cpp_extension's import) nor Kineto's "USDT ... profiler_start"."""
+    command = "from acda_lightning.cli import main; main(['bench', 'layer', '--quick', '--impls', 'fused'])"
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=os.environ, check=True)
+    assert "acda_fused" in result.stdout  # the kernel loaded and ran
+    assert "No CUDA runtime" not in result.stderr and "USDT" not in result.stderr, result.stderr

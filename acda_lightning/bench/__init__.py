@@ -61,9 +61,13 @@ def run(args) -> str:
             else:
                 text.append(result["note"])
     if args.view == "layer" or (args.view == "table7" and not result["model_registered"]):
-        rows = layer.bench_layers(layer_settings(args), device)
+        settings = layer_settings(args)
+        rows = layer.bench_layers(settings, device)
         result["layer_rows"] = rows
         text.append(layer.markdown(rows))
+        if args.view == "layer":
+            result["resnet18_rows"] = layer.bench_resnet18(settings, device, quick=args.quick)
+            text.append(layer.network_markdown(result["resnet18_rows"], layer.RESNET18_TITLE))
         if args.plot:
             layer.plot(rows, Path(args.plot))
             result["plot"] = str(args.plot)
