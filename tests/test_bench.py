@@ -64,3 +64,14 @@ def test_table7_trains_ad_resnet_s_conv_and_acda_and_predicts_dfn_memory(capsys)
     assert set(rows) == {"ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda"}
     assert all(row["images_per_second"] > 0 for row in rows.values())
     assert result["dfn"]["predicted_filter_bytes_paper_setting"] > result["dfn"]["predicted_filter_bytes_here"] > 0
+
+
+@pytest.mark.slow
+def test_train_view_times_each_network_against_its_conv_twin(capsys):
+    """About 70 s on 2 loaded cores: resnet18 (to_acda), Ad-ResNet-s and LeNet, conv and ACDA each."""
+    result = bench_json(capsys, "train", "--quick")
+    assert result["machine"]["isa"] and result["machine"]["cpu"]
+    models = [row["model"] for row in result["rows"]]
+    assert models == ["resnet18:conv=conv", "resnet18:conv=acda", "ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda",
+                      "lenet:conv=conv", "lenet:conv=acda"]
+    assert all(row["ratio_to_conv"]["median"] > 0 for row in result["rows"][1::2])
