@@ -90,6 +90,38 @@ def test_bf16_input_is_computed_in_fp32():
     assert ((output.float() - expected).abs().max() / expected.abs().max()) < 2e-2
 
 
+def relative_error(got, want):
+    return ((got.float() - want.float()).abs().max() / want.float().abs().max()).item()
+
+
+def test_bf16_gemm_runs_the_contractions_in_bf16_within_bf16_tolerance():
+    layer = randomised(ACDAConv2d(32, 16, 5, num_atoms=6))
+    x = torch.randn(2, 32, 9, 10, requires_grad=True)
+    alpha = layer.basis_coefficients(x).detach().requires_grad_()
+    args = (layer.bases.flatten(1), layer.coefficients, 5, 1, 2, 1)
+    results = {}
+    for bf16_gemm in (False, True):
+        output = fused.fused_acda(x, alpha, *args, bf16_gemm=bf16_gemm)
+        results[bf16_gemm] = (output, *torch.autograd.grad(output.square().sum(), [x, alpha, layer.coefficients]))
+    for exact, rounded in zip(results[False], results[True]):
+        assert rounded.dtype == torch.float32 and not torch.equal(exact, rounded)  # bf16 operands, not fp32
+        assert relative_error(rounded, exact) < 2e-2
+
+
+def test_autocast_bf16_returns_bf16_within_tolerance_of_fp32():
+    layer = randomised(ACDAConv2d(32, 16, 3, impl="fused"))
+    x = torch.randn(2, 32, 12, 12, requires_grad=True)
+    expected = layer(x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output = layer(x)
+    assert output.dtype == torch.bfloat16 and output.isfinite().all()
+    (grad,) = torch.autograd.grad(output.float().sum(), x)
+    assert relative_error(output, expected) < 3e-2
+    # The generator's bf16 convs and BatchNorm dominate the gradient's error (impl="basis" has the same 3%).
+    assert ((grad - expected_grad).norm() / expected_grad.norm()) < 5e-2
+
+
 def test_channels_last_and_batch_of_one():
     layer = randomised(ACDAConv2d(18, 6, 3, impl="fused")).eval()
     x = torch.randn(1, 18, 7, 11)

@@ -104,9 +104,9 @@ def _require_extension():
     return module
 
 
-def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation) -> tuple:
+def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm) -> tuple:
     """The C++ kernel's operands (it pads x to NHWC and permutes A itself)."""
-    return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation)
+    return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
 
 
 @torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")
@@ -119,17 +119,19 @@ def fused_acda(
     stride: int,
     padding: int,
     dilation: int,
+    bf16_gemm: bool = False,
 ) -> torch.Tensor:
     """y[b,o,i,j] = sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)], no bias.
 
     x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C, m).
+    bf16_gemm: the contractions with A (forward and backward) take bf16 operands, accumulating in fp32.
     """
-    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
     return _require_extension().forward(*operands)
 
 
 @fused_acda.register_fake
-def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
+def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
     return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
 
 
@@ -144,10 +146,10 @@ def fused_acda_backward(
     stride: int,
     padding: int,
     dilation: int,
+    bf16_gemm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad_x, grad_alpha, grad_coefficients = _require_extension().backward(
-        grad.contiguous(), *_kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
-    )
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
+    grad_x, grad_alpha, grad_coefficients = _require_extension().backward(grad.contiguous(), *operands)
     return (
         grad_x.contiguous(memory_format=_grad_x_format(x)),
         grad_alpha.contiguous(),
@@ -163,7 +165,7 @@ def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
 
 
 @fused_acda_backward.register_fake
-def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
     # Strides as the real op returns them (compile's backward graph asserts them).
     return (
         torch.empty_like(x, memory_format=_grad_x_format(x)),
@@ -181,14 +183,16 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     x, alpha, bases, coefficients = ctx.saved_tensors
     grad_x, grad_alpha, grad_coefficients = fused_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
-    return grad_x, grad_alpha, None, grad_coefficients, None, None, None, None
+    return grad_x, grad_alpha, None, grad_coefficients, *[None] * len(ctx.geometry)
 
 
 fused_acda.register_autograd(_backward, setup_context=_setup_context)
 
 
 def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
-    """The ``impl`` entry point; bf16/fp16 inputs are computed in fp32 and the result cast back."""
+    """The ``impl`` entry point: fp16 inputs are computed in fp32 and the result cast back; where the result
+    is bf16 (bf16 inputs, or autocast to bf16) the large contractions (with A) run in bf16, accumulating
+    in fp32, and the per-pixel pass in fp32."""
     output_dtype = result_dtype(x, alpha)
     compute_dtype = torch.float64 if output_dtype == torch.float64 else torch.float32
     if bases is None:  # alpha holds the k*k atom entries directly: the bases are the one-hot filters
@@ -203,6 +207,7 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
             stride,
             padding,
             dilation,
+            output_dtype == torch.bfloat16,
         )
         if bias is not None:  # in place: the op's output is fresh and its backward does not need it
             output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))

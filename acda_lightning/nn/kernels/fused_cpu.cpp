@@ -252,6 +252,21 @@ at::Tensor gemm_weight(const at::Tensor& coefficients, int64_t channels) {
   return weight.view({coefficients.size(0), -1});
 }
 
+// out = a @ b, or out += a @ b: in a's dtype where it is the GEMM's, else with a and b cast to
+// gemm_type (bf16: AMX/AVX512-BF16 through oneDNN, accumulating in fp32) and the product added in out's.
+void band_mm(at::Tensor out, const at::Tensor& a, const at::Tensor& b, bool accumulate, at::ScalarType gemm_type) {
+  if (a.scalar_type() == gemm_type && b.scalar_type() == gemm_type && out.scalar_type() == gemm_type) {
+    accumulate ? (void)out.addmm_(a, b) : (void)at::mm_out(out, a, b);
+    return;
+  }
+  const auto product = at::mm(a.to(gemm_type), b.to(gemm_type));
+  accumulate ? (void)out.add_(product) : (void)out.copy_(product);
+}
+
+at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
+  return bf16_gemm ? at::kBFloat16 : x.scalar_type();
+}
+
 template <typename T>
 Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alpha, const at::Tensor& bases,
                 int64_t b, int64_t band, T* atoms, T* z) {
@@ -264,12 +279,13 @@ Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alp
 
 at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
                          const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
-                         int64_t dilation) {
+                         int64_t dilation, bool bf16_gemm) {
   at::Tensor y;
+  const auto gemm_type = gemm_type_of(x, bf16_gemm);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_forward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, ksize, stride, padding, dilation, channel_block<scalar_t>());
     const auto xpad = padded_nhwc(x, padding, g.channels);
-    const auto weight = gemm_weight(coefficients, g.channels);
+    const auto weight = gemm_weight(coefficients, g.channels).to(gemm_type);
     const int64_t batch = x.size(0), out_channels = weight.size(0), bands = g.bands();
     const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
     y = at::empty({batch, out_channels, g.out_h, g.out_w}, x.options());
@@ -283,7 +299,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
         band.form_atoms();
         band.responses();
         auto out = y[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
-        at::mm_out(out, weight, z.narrow(0, 0, band.count).t());
+        band_mm(out, weight, z.narrow(0, 0, band.count).t(), false, gemm_type);
       }
     });
   });
@@ -292,12 +308,14 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
 
 std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& alpha,
                                        const at::Tensor& bases, const at::Tensor& coefficients, int64_t ksize,
-                                       int64_t stride, int64_t padding, int64_t dilation) {
+                                       int64_t stride, int64_t padding, int64_t dilation, bool bf16_gemm) {
   at::Tensor grad_x, grad_alpha, grad_coefficients;
+  const auto gemm_type = gemm_type_of(x, bf16_gemm);
+  const auto grad_y_gemm = grad_y.to(gemm_type);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, ksize, stride, padding, dilation, channel_block<scalar_t>());
     const auto xpad = padded_nhwc(x, padding, g.channels);
-    const auto weight = gemm_weight(coefficients, g.channels);
+    const auto weight = gemm_weight(coefficients, g.channels).to(gemm_type);
     const int64_t batch = x.size(0), out_channels = weight.size(0), bands = g.bands();
     const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
     auto grad_xpad = at::zeros_like(xpad);
@@ -312,17 +330,17 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
         auto grad_z = at::empty({band_pixels, mc}, x.options());
         auto atoms = at::empty({band_pixels, g.atoms * g.taps()}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps()}, x.options());
-        auto grad_weight = grad_weight_shares[at::get_thread_num()];
+        auto grad_weight = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
         for (int64_t item = begin; item < end; ++item) {
           const int64_t b = item / bands_of_parity, band_index = 2 * (item % bands_of_parity) + parity;
           const auto band = band_of<scalar_t>(g, xpad, alpha, bases, b, band_index, atoms.data_ptr<scalar_t>(),
                                               z.data_ptr<scalar_t>());
           band.form_atoms();
           band.responses();
-          auto gy = grad_y[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
+          auto gy = grad_y_gemm[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
           auto zb = z.narrow(0, 0, band.count), gzb = grad_z.narrow(0, 0, band.count);
-          grad_weight.addmm_(gy, zb);
-          at::mm_out(gzb, gy.t(), weight);
+          band_mm(grad_weight, gy, zb, true, gemm_type);
+          band_mm(gzb, gy.t(), weight, false, gemm_type);
           band.alpha_grads(gzb.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>(), grad_alpha[b].data_ptr<scalar_t>());
           band.input_grads(gzb.data_ptr<scalar_t>(), grad_xpad[b].data_ptr<scalar_t>());
         }
@@ -339,9 +357,9 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
 // A plain op library (no pybind11, so it compiles in a fraction of the time): torch.ops.acda_fused_cpu.*
 TORCH_LIBRARY(acda_fused_cpu, m) {
   m.def("forward(Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride, int padding,"
-        " int dilation) -> Tensor",
+        " int dilation, bool bf16_gemm) -> Tensor",
         &fused_forward);
   m.def("backward(Tensor grad_y, Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride,"
-        " int padding, int dilation) -> Tensor[]",
+        " int padding, int dilation, bool bf16_gemm) -> Tensor[]",
         &fused_backward);
 }
