@@ -1,11 +1,12 @@
-"""Fused CPU ACDA: atoms formed first (D = alpha . bases), then one per-pixel pass over x in NHWC bands.
+"""Fused CPU ACDA: per band of output rows, atoms formed (D = alpha . bases), one per-pixel pass over x in NHWC.
 
-The C++ kernel (``fused_cpu.cpp``) applies each pixel's m atoms to its window and feeds the
-band's (pixels x C*m) response straight into the shared 1x1 (a BLAS GEMM), so the only
-full-size tensors are x, the atoms and y; backward recomputes each band's response instead of
-storing it. The kernel is one ``torch.library`` custom op with its backward op, so autograd,
-``torch.compile`` and ``torch.export`` each see a single op. It is compiled on first use with the
-machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
+The C++ kernel (``fused_cpu.cpp``) gives each thread one band at a time: it applies each pixel's m
+atoms to its window (register-blocked over channels, vectorised for the build's ISA) and feeds the
+band's (pixels x m*C) response straight into the shared 1x1 (oneDNN's matmul), so the only full-size
+tensors are x, alpha and y; backward recomputes each band's response instead of storing it. The
+kernel is one ``torch.library`` custom op with its backward op, so autograd, ``torch.compile`` and
+``torch.export`` each see a single op. It is compiled on first use, once per ISA (AVX-512 or AVX2),
+with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); later processes only load it.
 """
 
