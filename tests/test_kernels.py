@@ -36,7 +36,7 @@ def reference_and_grads(layer, x, cotangent):
     return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
 
 
-# 20 channels (padded up to the register block: 16 floats for AVX2, 32 for AVX-512) and 7 atoms (a 6-atom block plus one)
+# 20 channels (padded to the register block: 16 floats on AVX2, 32 on AVX-512), 7 atoms (a 6-atom block plus one)
 # reach every code path of the kernel's register blocking. The full geometry matrix runs in float64
 # in tests/test_acda_layer.py (every impl); here each kernel size, stride, dilation, bias and bases
 # setting appears at least once in fp32.
