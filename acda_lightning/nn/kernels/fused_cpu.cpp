@@ -242,7 +242,8 @@ Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::T
 // x zero-padded in space and in channels (to a multiple of the register block), NHWC.
 at::Tensor padded_nhwc(const at::Tensor& x, int64_t padding, int64_t channels) {
   auto xpad = at::zeros({x.size(0), x.size(2) + 2 * padding, x.size(3) + 2 * padding, channels}, x.options());
-  xpad.narrow(1, padding, x.size(2)).narrow(2, padding, x.size(3)).narrow(3, 0, x.size(1)).copy_(x.permute({0, 2, 3, 1}));
+  auto interior = xpad.narrow(1, padding, x.size(2)).narrow(2, padding, x.size(3)).narrow(3, 0, x.size(1));
+  interior.copy_(x.permute({0, 2, 3, 1}));
   return xpad;
 }
 
@@ -343,13 +344,15 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
           auto zb = z.narrow(0, 0, band.count);
           grad_weight.add_(matmul_nt(gy, zb.t(), gemm_type));
           const auto gzb = matmul_nt(gy.t(), weight_t, gemm_type).to(x.scalar_type());
-          band.alpha_grads(gzb.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>(), grad_alpha[b].data_ptr<scalar_t>());
+          band.alpha_grads(gzb.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>(),
+                           grad_alpha[b].data_ptr<scalar_t>());
           band.input_grads(gzb.data_ptr<scalar_t>(), grad_xpad[b].data_ptr<scalar_t>());
         }
       });
     }
     const int64_t channels = x.size(1), height = x.size(2), width = x.size(3);
-    grad_x = grad_xpad.narrow(1, padding, height).narrow(2, padding, width).narrow(3, 0, channels).permute({0, 3, 1, 2});
+    grad_x = grad_xpad.narrow(1, padding, height).narrow(2, padding, width).narrow(3, 0, channels)
+                 .permute({0, 3, 1, 2});
     grad_coefficients = grad_weight_shares.sum(0).view({out_channels, g.atoms, g.channels}).narrow(2, 0, channels)
                             .permute({0, 2, 1});
   });
