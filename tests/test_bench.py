@@ -59,6 +59,8 @@ def test_layer_view_has_every_layer_and_mode(capsys, tmp_path):
         assert row["ratio_median"] == pytest.approx(row["seconds"] / conv[row["mode"]]["seconds"], rel=1e-9)
         assert row["peak_bytes"] >= 0
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    resnet18 = result["resnet18_rows"]  # every distinct 3x3 layer shape of a converted resnet18
+    assert len(resnet18) == 7 and {"conv", "acda_basis", "acda_fused"} <= set(resnet18[0]["ratios"])
 
 
 # ACDAConv2d(1, 1, 7), by hand: coefficients 1*1*6, bias 1, generator 1x1 conv 1->64 (+bias), BN (64 weights,
@@ -99,3 +101,14 @@ def test_table7_trains_ad_resnet_s_conv_and_acda_and_predicts_dfn_memory(capsys)
     assert result["paper"] == {"conv": {"params": 4.60e6, "memory_gb": 3.7, "seconds": 0.53},
                                "acda": {"params": 2.28e6, "memory_gb": 4.6, "seconds": 0.46}}
     assert result["dfn"]["predicted_filter_bytes_paper_setting"] > result["dfn"]["predicted_filter_bytes_here"] > 0
+
+
+@pytest.mark.slow
+def test_train_view_times_each_network_against_its_conv_twin(capsys):
+    """About 70 s on 2 loaded cores: resnet18 (to_acda), Ad-ResNet-s and LeNet, conv and ACDA each."""
+    result = bench_json(capsys, "train", "--quick")
+    assert result["machine"]["isa"] and result["machine"]["cpu"]
+    models = [row["model"] for row in result["rows"]]
+    assert models == ["resnet18:conv=conv", "resnet18:conv=acda", "ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda",
+                      "lenet:conv=conv", "lenet:conv=acda"]
+    assert all(row["ratio_to_conv"]["median"] > 0 for row in result["rows"][1::2])

@@ -19,9 +19,18 @@ import torch
 VIEWS = ("layer", "table6", "table7", "train", "roofline")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module knows."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine(device: torch.device) -> dict:
     info = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine()}
+            "cpu": cpu_model(), "isa": torch.backends.cpu.get_cpu_capability()}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -61,16 +70,23 @@ def run(args) -> str:
         batch = args.batch or 2
         repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
         if args.view == "train":
-            rows = train.bench_training(args.models or train.default_specs(), size, batch, device, warmup, repeats)
+            if args.models:
+                rows = train.bench_training(args.models, size, batch, device, warmup, repeats)
+            else:
+                rows = train.bench_network_steps(device, warmup, repeats, quick=args.quick)
             result["rows"] = rows
             text.append(train.markdown(rows))
         else:
             result.update(train.table7(size, batch, device, warmup, repeats))
             text += [train.markdown(result["rows"]), f"DFN: {result['dfn']}"]
     if args.view == "layer":
-        rows = layer.bench_layers(layer_settings(args), device)
+        settings = layer_settings(args)
+        rows = layer.bench_layers(settings, device)
         result["layer_rows"] = rows
         text.append(layer.markdown(rows))
+        if not settings.depthwise:
+            result["resnet18_rows"] = layer.bench_resnet18(settings, device, quick=args.quick)
+            text.append(layer.network_markdown(result["resnet18_rows"], layer.RESNET18_TITLE))
         if args.plot:
             layer.plot(rows, Path(args.plot))
             result["plot"] = str(args.plot)

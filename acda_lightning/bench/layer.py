@@ -29,6 +29,12 @@ class LayerSettings:
     memory_limit_bytes: int = 8 << 30
 
 
+def runnable_impls(impls: list[str], device: torch.device | str) -> list[str]:
+    """``impls`` less the kernels that cannot run here (no compiler for "fused", no Triton/GPU for "triton")."""
+    unavailable = {"fused": not fused.available(), "triton": not triton_acda.available(device)}
+    return [impl for impl in impls if not unavailable.get(impl, False)]
+
+
 def candidates(
     channels: int, kernel_size: int, impls: list[str], device: torch.device | str = "cpu", depthwise: bool = False
 ) -> dict[str, nn.Module]:
@@ -37,9 +43,7 @@ def candidates(
     padding = kernel_size // 2
     groups = channels if depthwise else 1
     layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding, groups=groups)}
-    for impl in impls:
-        if (impl == "fused" and not fused.available()) or (impl == "triton" and not triton_acda.available(device)):
-            continue
+    for impl in runnable_impls(impls, device):
         if depthwise and not getattr(IMPLEMENTATIONS[impl], "supports_groups", False):
             continue  # the layer would run it on "basis": a second "basis" row under another name
         layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl, groups=groups)
@@ -152,3 +156,87 @@ def plot(rows: list[dict], path) -> None:
         axis.axhline(1.0, color="gray", linewidth=0.8)
     axes[1].legend(fontsize=7)
     save_figure(figure, path)
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One ACDA layer of a network as the bench sees it: its geometry and the input it gets."""
+
+    name: str
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    input_shape: tuple[int, ...]
+
+
+def network_layer_shapes(model: nn.Module, x: torch.Tensor) -> list[LayerShape]:
+    """Every ACDAConv2d of ``model`` with the input it gets on ``x`` (layers of equal shape listed once)."""
+    shapes: dict[tuple, LayerShape] = {}
+
+    def record(name):
+        def hook(module, args, output):
+            key = (module.in_channels, module.out_channels, module.kernel_size, module.stride, tuple(args[0].shape))
+            shapes.setdefault(key, LayerShape(name, *key))
+        return hook
+
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, ACDAConv2d)]
+    with torch.no_grad():
+        model.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    return list(shapes.values())
+
+
+def resnet18_layer_shapes(size: int, batch: int) -> list[LayerShape]:
+    """The 3x3 layers of torchvision's resnet18 converted by ``to_acda``, at size x size, batch ``batch``."""
+    from torchvision.models import resnet18
+
+    from ..nn import to_acda
+
+    model = to_acda(resnet18(num_classes=10), kernel_sizes=(3,), impl="basis")
+    return network_layer_shapes(model, torch.zeros(batch, 3, size, size))
+
+
+def bench_network_layers(shapes: list[LayerShape], impls: list[str], device: torch.device, warmup: int,
+                         repeats: int) -> list[dict]:
+    """Forward+backward of each layer shape: nn.Conv2d, ACDA with each impl, and what "auto" picks."""
+    rows = []
+    for shape in shapes:
+        padding = shape.kernel_size // 2
+        geometry = (shape.in_channels, shape.out_channels, shape.kernel_size, shape.stride)
+        layers = {"conv": nn.Conv2d(*geometry, padding=padding)}
+        layers |= {f"acda_{impl}": ACDAConv2d(*geometry, impl=impl) for impl in impls}
+        layers = {name: layer.to(device) for name, layer in layers.items()}
+        x = torch.randn(shape.input_shape, device=device, requires_grad=True)
+        out_pixels = layers["conv"](x).shape[-2:].numel()
+        runs = {name: step(layer, x, "forward_backward") for name, layer in layers.items()}
+        ratios = ratio_summaries(interleaved_times(runs, device, warmup, repeats), "conv")
+        rows.append({**shape.__dict__, "input_shape": list(shape.input_shape),
+                     "auto": resolve_impl("auto", x, shape.kernel_size, out_pixels), "ratios": ratios})
+    return rows
+
+
+def network_markdown(rows: list[dict], title: str) -> str:
+    impls = [name for name in rows[0]["ratios"] if name != "conv"] if rows else []
+    lines = [f"\n### {title}: forward+backward per layer, time / nn.Conv2d (median [min, max])\n",
+             "| layer | C_in->C_out | stride | input | conv (ms) | " + " | ".join(impls) + " | auto |",
+             "|---|---|---|---|---|" + "---|" * len(impls) + "---|"]
+    for row in rows:
+        cells = [f"{row['ratios'][name]['ratio_median']:.2f} [{row['ratios'][name]['ratio_min']:.2f}, "
+                 f"{row['ratios'][name]['ratio_max']:.2f}]" for name in impls]
+        lines.append(f"| {row['name']} | {row['in_channels']}->{row['out_channels']} | {row['stride']} | "
+                     f"{'x'.join(map(str, row['input_shape']))} | {row['ratios']['conv']['seconds'] * 1e3:.1f} | "
+                     + " | ".join(cells) + f" | {row['auto']} |")
+    return "\n".join(lines)
+
+
+RESNET18_SIZE, RESNET18_BATCH = 112, 8
+RESNET18_TITLE = "torchvision resnet18, every 3x3 layer via to_acda"
+
+
+def bench_resnet18(settings: LayerSettings, device: torch.device, quick: bool = False) -> list[dict]:
+    """The per-layer table of a converted resnet18 (``--quick``: 32 px, batch 2, plumbing only)."""
+    size, batch = (32, 2) if quick else (RESNET18_SIZE, RESNET18_BATCH)
+    impls = runnable_impls(device_impls(device) if settings.impls is None else settings.impls, device)
+    return bench_network_layers(resnet18_layer_shapes(size, batch), impls, device, settings.warmup, settings.repeats)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -24,8 +27,14 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         synchronize(device)
         return torch.cuda.max_memory_allocated(device) - start
     # CPU: the profiler records every allocation and free in order; the running sum's maximum is the peak.
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+    with _native_stderr_silenced():
+        profiler.start()
+    try:
         fn()
+    finally:
+        with _native_stderr_silenced():
+            profiler.stop()
     changes = [
         (event.start_ns(), event.nbytes())
         for event in profiler.profiler.kineto_results.events()
@@ -36,6 +45,21 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         current += change
         peak = max(peak, current)
     return peak
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: Kineto prints "USDT ... profiler_start/stop" lines at every profiler
+    start and stop whatever its log level; only those two calls run silenced, never the measured code."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
 
-from ..models import create_model, list_models, model_builder
+from ..models import create_model
 from ..nn import ACDAConv2d
 from ..nn.baselines import dfn_filter_bytes
 from ..paper import TABLE7, TABLE7_BATCH_PER_GPU, TABLE7_SIZE
@@ -26,15 +24,39 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name, kwargs
 
 
-def default_specs() -> list[str]:
-    """Every registered model, as conv and as ACDA where its builder takes ``conv``."""
-    specs = []
-    for name in list_models():
-        if "conv" in inspect.signature(model_builder(name)).parameters:
-            specs += [f"{name}:conv=conv", f"{name}:conv=acda"]
-        else:
-            specs.append(name)
-    return specs
+# The steps `acda bench train` times by default: each network as conv and as ACDA, at the input size
+# and batch of its use (resnet18 is torchvision's, every 3x3 swapped by to_acda(kernel_sizes=(3,))).
+NETWORK_STEPS = (
+    (112, 8, ("resnet18:conv=conv", "resnet18:conv=acda")),
+    (160, 4, ("ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda")),
+    (32, 128, ("lenet:conv=conv", "lenet:conv=acda")),
+)
+
+
+def build(name: str, **kwargs) -> nn.Module:
+    """A registered model, or torchvision's resnet18 (10 classes) converted by to_acda when conv="acda"."""
+    if name != "resnet18":
+        return create_model(name, **kwargs)
+    from torchvision.models import resnet18
+
+    from ..nn import to_acda
+
+    model = resnet18(num_classes=10)
+    return to_acda(model, kernel_sizes=(3,)) if kwargs.get("conv") == "acda" else model
+
+
+def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: bool = False) -> list[dict]:
+    """NETWORK_STEPS, each pair interleaved in one process, with the ACDA step's ratio to its conv twin."""
+    rows = []
+    for size, batch, specs in NETWORK_STEPS:
+        size, batch = (min(size, 64), 2) if quick else (size, batch)
+        pair = bench_training(list(specs), size, batch, device, warmup, repeats)
+        conv_row, acda_row = pair
+        acda_row["ratio_to_conv"] = summary(
+            [a / c for a, c in zip(acda_row["step_seconds"], conv_row["step_seconds"])]
+        )
+        rows += pair
+    return rows
 
 
 def input_channels(model: nn.Module) -> int:
@@ -80,7 +102,7 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
     models, runs = {}, {}
     for spec in specs:
         name, kwargs = parse_spec(spec)
-        model = create_model(name, **kwargs).to(device)
+        model = build(name, **kwargs).to(device)
         x = torch.randn(batch, input_channels(model), size, size, device=device)
         models[spec] = (model, x)
         runs[spec] = train_step(model, x)
@@ -94,6 +116,7 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
             "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()),
             "seconds_per_step": seconds,
+            "step_seconds": times[spec],
             "images_per_second": batch / seconds["median"],
             "peak_bytes": peak_memory(runs[spec], device),
         })
@@ -118,11 +141,15 @@ def table7(size: int, batch: int, device: torch.device, warmup: int, repeats: in
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | params | images/s | s/step: median [min, max] | peak MB |", "|---|---|---|---|---|"]
+    lines = ["| model | input | params | images/s | s/step: median [min, max] | ACDA / conv step | peak MB |",
+             "|---|---|---|---|---|---|---|"]
     for row in rows:
         s = row["seconds_per_step"]
+        ratio = row.get("ratio_to_conv")
+        ratio_text = f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "-"
         lines.append(
-            f"| {row['model']} | {row['parameters']:,} | {row['images_per_second']:.1f} | "
-            f"{s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {row['peak_bytes'] / 2**20:.1f} |"
+            f"| {row['model']} | {row['batch']}x{row['size']}px | {row['parameters']:,} | "
+            f"{row['images_per_second']:.1f} | {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {ratio_text} | "
+            f"{row['peak_bytes'] / 2**20:.1f} |"
         )
     return "\n".join(lines)

@@ -25,9 +25,9 @@ from .unfold import acda_unfold
 IMPLEMENTATIONS = {"unfold": acda_unfold, "basis": acda_basis, "fused": acda_fused, "triton": acda_triton}
 
 
-# Below this much per-image work (in_channels * out_pixels * k*k) a layer takes well under a
-# millisecond either way, so "auto" keeps it on "basis" and never pays the kernel build for it.
-FUSED_MIN_WORK = 1 << 20
+# Below this much work (batch * in_channels * out_pixels * k*k) a layer takes well under a millisecond
+# either way, so "auto" keeps it on "basis" and never pays the kernel build for it.
+FUSED_MIN_WORK = 1 << 18
 
 
 def device_impls(device: torch.device | str) -> list[str]:
@@ -44,20 +44,32 @@ def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: i
     """The concrete implementation for ``impl`` on this input's device, dtype and size.
 
     ``ACDA_IMPL`` (environment: auto or any implementation) replaces every layer's ``impl`` for the run.
-    "auto" picks the fused CPU kernel for float inputs on CPU when the layer is large enough to
-    matter and a C++ compiler can build it (at 128 channels, 64x64, fwd+bwd: 3.5x faster than
-    "basis" at k=7, 3x at k=5, 1.4x at k=3, and 3.4-6x less memory; README "Performance"), and "basis"
-    otherwise (1.6-3.3x faster than "unfold"). On CUDA see ``cuda_impl``.
+    "auto" on CPU: see ``cpu_auto_impl``; on CUDA: see ``cuda_impl``.
     """
     impl = environment_impl() or impl
     if x.device.type == "cuda":
         return cuda_impl(impl, x, kernel_size, stride, dilation)
     if impl != "auto":
         return impl
-    if x.device.type == "cpu" and x.is_floating_point() and x.dim() == 4:
-        pixels = x.shape[-2] * x.shape[-1] if out_pixels is None else out_pixels
-        if x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK and fused.available():
-            return "fused"
+    if x.device.type == "cpu":
+        return cpu_auto_impl(x, kernel_size, out_pixels)
+    return "basis"
+
+
+def cpu_auto_impl(x: torch.Tensor, kernel_size: int, out_pixels: int | None = None) -> str:
+    """"fused" for float layers worth its one-time build where a compiler can build it, else "basis".
+
+    Measured (README "Performance", ``acda bench layer``): "fused" is never slower than "basis" on a
+    layer shape that matters, 2-5x faster at 128 channels, 64x64, and on every 3x3 layer of resnet18 at
+    112 px; it needs 3-6x less memory. A fixed rule rather than a per-shape timing at first use: every
+    DDP rank then decides the same without talking to the others, and on a loaded machine a timing
+    would pick at random between two impls that differ by less than the noise.
+    """
+    if not (x.is_floating_point() and x.dim() == 4):
+        return "basis"
+    pixels = x.shape[-2] * x.shape[-1] if out_pixels is None else out_pixels
+    if x.shape[0] * x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK and fused.available():
+        return "fused"
     return "basis"
 
 

@@ -1,21 +1,22 @@
-"""Fused CPU ACDA: atoms formed first (D = alpha . bases), then one per-pixel pass over x in NHWC bands.
+"""Fused CPU ACDA: per band of output rows, atoms formed (D = alpha . bases), one per-pixel pass over x in NHWC.
 
-The C++ kernel (``fused_cpu.cpp``) applies each pixel's m atoms to its window and feeds the
-band's (pixels x C*m) response straight into the shared 1x1 (a BLAS GEMM), so the only
-full-size tensors are x, the atoms and y; backward recomputes each band's response instead of
-storing it. The kernel is one ``torch.library`` custom op with its backward op, so autograd,
-``torch.compile`` and ``torch.export`` each see a single op. It is compiled on first use with the
-machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
+The C++ kernel (``fused_cpu.cpp``) gives each thread one band at a time: it applies each pixel's m
+atoms to its window (register-blocked over channels, vectorised for the build's ISA) and feeds the
+band's (pixels x m*C) response straight into the shared 1x1 (oneDNN's matmul), so the only full-size
+tensors are x, alpha and y; backward recomputes each band's response instead of storing it. The
+kernel is one ``torch.library`` custom op with its backward op, so autograd, ``torch.compile`` and
+``torch.export`` each see a single op. It is compiled on first use, once per ISA (AVX-512 or AVX2),
+with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); later processes only load it.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
+import logging
 import os
-import platform
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -26,39 +27,70 @@ from .precision import autocast_disabled, result_dtype
 SOURCE = Path(__file__).with_name("fused_cpu.cpp")
 
 
-def _cpu_signature() -> str:
-    """The build uses -march=native, so a cached binary is keyed by the CPU it was built for."""
+# Per ISA torch reports (torch.backends.cpu.get_cpu_capability(), which honours ATEN_CPU_CAPABILITY):
+# the compiler flags of that ISA's build and the vector width the kernel's register blocks use. A
+# named ISA level (not -march=native) runs on every CPU that has it, so the cache key is the ISA.
+ISA_FLAGS = {
+    "AVX512": ["-march=x86-64-v4", "-mprefer-vector-width=512", "-DACDA_VECTOR_BYTES=64"],
+    "AVX2": ["-march=x86-64-v3", "-DACDA_VECTOR_BYTES=32"],
+}
+BUILD_SECONDS = "30-60 s"
+
+
+def isa() -> str:
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def _module_name(isa_name: str) -> str:
+    """One cached binary per ISA and torch version (a binary built for one never loads on another)."""
+    version = "".join(ch if ch.isalnum() else "_" for ch in torch.__version__)
+    return f"acda_fused_cpu_{isa_name.lower()}_torch{version}"
+
+
+def _unavailable(cause: str) -> None:
+    warnings.warn(f"ACDA fused CPU kernel unavailable: {cause}; impl='auto' uses 'basis'", stacklevel=3)
+
+
+def _quiet_cpp_extension():
+    """torch.utils.cpp_extension, imported without its "No CUDA runtime is found" log line (irrelevant on CPU)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        flags = platform.processor()
-    return hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:8]
+        import torch.utils.cpp_extension as cpp_extension
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
 
 
 @functools.cache
 def extension():
-    """The compiled kernel module, or None (with one warning) when it cannot be built here."""
+    """The compiled kernel module, or None (with one warning naming the cause) when it cannot be built here."""
+    isa_name = isa()
+    if isa_name not in ISA_FLAGS:
+        _unavailable(f"no vectorised build for this CPU's ISA ({isa_name}; it has {sorted(ISA_FLAGS)})")
+        return None
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
-        warnings.warn(
-            f"ACDA fused CPU kernel unavailable: no C++ compiler ({compiler!r}) found; "
-            "impl='auto' falls back to 'basis'",
-            stacklevel=2,
-        )
+        _unavailable(f"no C++ compiler ({compiler!r}) found")
         return None
-    from torch.utils.cpp_extension import load
-
+    cpp_extension = _quiet_cpp_extension()
+    name = _module_name(isa_name)
     try:
-        load(
-            name=f"acda_fused_cpu_{_cpu_signature()}",
+        build_dir = Path(cpp_extension._get_build_directory(name, verbose=False))
+        if not (build_dir / f"{name}.so").exists():
+            print(f"acda: building the fused CPU kernel for {isa_name} (once per machine, usually {BUILD_SECONDS})",
+                  file=sys.stderr, flush=True)
+        cpp_extension.load(
+            name=name,
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_cflags=["-O3", "-fopenmp", *ISA_FLAGS[isa_name]],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,  # the library registers torch.ops.acda_fused_cpu itself
         )
         return torch.ops.acda_fused_cpu
     except (RuntimeError, OSError, ImportError) as error:
-        warnings.warn(f"ACDA fused CPU kernel failed to build ({error}); impl='auto' falls back to 'basis'")
+        _unavailable(f"the build failed ({error})")
         return None
 
 
@@ -73,30 +105,9 @@ def _require_extension():
     return module
 
 
-def _padded_nhwc(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """x zero-padded in NHWC, written in one copy (pad-then-permute would hold two padded copies)."""
-    batch, channels, height, width = x.shape
-    padded = x.new_zeros(batch, height + 2 * padding, width + 2 * padding, channels)
-    padded[:, padding : padding + height, padding : padding + width].copy_(x.permute(0, 2, 3, 1))
-    return padded
-
-
-def _gemm_weight(coefficients: torch.Tensor) -> torch.Tensor:
-    """A (O, C, m) as the (O, m*C) matrix the kernel multiplies its [atom][channel] responses with."""
-    return coefficients.permute(0, 2, 1).reshape(coefficients.shape[0], -1).contiguous()
-
-
-def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation) -> tuple:
-    """The C++ kernel's operands: x padded in NHWC, alpha and bases contiguous, A as (O, m*C)."""
-    return (
-        _padded_nhwc(x, padding),
-        alpha.contiguous(),
-        bases.contiguous(),
-        _gemm_weight(coefficients),
-        kernel_size,
-        stride,
-        dilation,
-    )
+def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm) -> tuple:
+    """The C++ kernel's operands (it pads x to NHWC and permutes A itself)."""
+    return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
 
 
 @torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")
@@ -109,17 +120,19 @@ def fused_acda(
     stride: int,
     padding: int,
     dilation: int,
+    bf16_gemm: bool = False,
 ) -> torch.Tensor:
     """y[b,o,i,j] = sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)], no bias.
 
     x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C, m).
+    bf16_gemm: the contractions with A (forward and backward) take bf16 operands, accumulating in fp32.
     """
-    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
     return _require_extension().forward(*operands)
 
 
 @fused_acda.register_fake
-def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
+def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
     return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
 
 
@@ -134,20 +147,32 @@ def fused_acda_backward(
     stride: int,
     padding: int,
     dilation: int,
+    bf16_gemm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    grad_xpad, grad_alpha, grad_weight = _require_extension().backward(
-        grad.contiguous(), *_kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
+    grad_x, grad_alpha, grad_coefficients = _require_extension().backward(grad.contiguous(), *operands)
+    return (
+        grad_x.contiguous(memory_format=_grad_x_format(x)),
+        grad_alpha.contiguous(),
+        grad_coefficients.contiguous(),
     )
-    height, width = x.shape[-2:]
-    grad_x = grad_xpad[:, padding : padding + height, padding : padding + width].permute(0, 3, 1, 2)
-    out_channels, in_channels, num_atoms = coefficients.shape
-    grad_coefficients = grad_weight.view(out_channels, num_atoms, in_channels).permute(0, 2, 1)
-    return grad_x.contiguous(), grad_alpha, grad_coefficients.contiguous()
+
+
+def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
+    """grad_x keeps a channels_last input's layout (the kernel's gradient is NHWC already)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 @fused_acda_backward.register_fake
-def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation):
-    return torch.empty_like(x), torch.empty_like(alpha), torch.empty_like(coefficients)
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
+    # Strides as the real op returns them (compile's backward graph asserts them).
+    return (
+        torch.empty_like(x, memory_format=_grad_x_format(x)),
+        torch.empty_like(alpha, memory_format=torch.contiguous_format),
+        torch.empty_like(coefficients, memory_format=torch.contiguous_format),
+    )
 
 
 def _setup_context(ctx, inputs, output):
@@ -159,14 +184,16 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     x, alpha, bases, coefficients = ctx.saved_tensors
     grad_x, grad_alpha, grad_coefficients = fused_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
-    return grad_x, grad_alpha, None, grad_coefficients, None, None, None, None
+    return grad_x, grad_alpha, None, grad_coefficients, *[None] * len(ctx.geometry)
 
 
 fused_acda.register_autograd(_backward, setup_context=_setup_context)
 
 
 def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
-    """The ``impl`` entry point; bf16/fp16 inputs are computed in fp32 and the result cast back."""
+    """The ``impl`` entry point: fp16 inputs are computed in fp32 and the result cast back; where the result
+    is bf16 (bf16 inputs, or autocast to bf16) the large contractions (with A) run in bf16, accumulating
+    in fp32, and the per-pixel pass in fp32."""
     output_dtype = result_dtype(x, alpha)
     compute_dtype = torch.float64 if output_dtype == torch.float64 else torch.float32
     if bases is None:  # alpha holds the k*k atom entries directly: the bases are the one-hot filters
@@ -181,6 +208,7 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
             stride,
             padding,
             dilation,
+            output_dtype == torch.bfloat16,
         )
         if bias is not None:  # in place: the op's output is fresh and its backward does not need it
             output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))

@@ -11,7 +11,7 @@ def result_dtype(x: torch.Tensor, alpha: torch.Tensor) -> torch.dtype:
     """The dtype a layer's output has: autocast's where it is on, else the inputs' promoted dtype."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
-    return torch.result_type(x, alpha)
+    return torch.promote_types(x.dtype, alpha.dtype)
 
 
 def autocast_disabled(device_type: str) -> contextlib.AbstractContextManager:
