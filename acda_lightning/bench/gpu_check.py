@@ -316,7 +316,7 @@ def performance(check: Check) -> None:
 
     from ..nn import ACDAConv2d
     from .measure import interleaved_times, peak_memory
-    from .table6 import PAPER_SETTING
+    from ..paper import TABLE6_SETTING
 
     dev = device()
     if check.interpret:
@@ -324,13 +324,13 @@ def performance(check: Check) -> None:
         dtype = torch.float32
     else:
         channels, size, kernel_sizes, batches, warmup, repeats = (
-            PAPER_SETTING["channels"], PAPER_SETTING["size"], [3, 5, 7], [1, 8, 32], 2, 5)
+            TABLE6_SETTING["channels"], TABLE6_SETTING["size"], [3, 5, 7], [1, 8, 32], 2, 5)
         dtype = torch.bfloat16
     rows = []
     for kernel_size in kernel_sizes:
         layers = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)}
         for impl in ("basis", "triton"):
-            layers[impl] = ACDAConv2d(channels, channels, kernel_size, num_atoms=PAPER_SETTING["num_atoms"], impl=impl)
+            layers[impl] = ACDAConv2d(channels, channels, kernel_size, num_atoms=TABLE6_SETTING["num_atoms"], impl=impl)
         layers = {name: layer.to(dev, dtype) for name, layer in layers.items()}
         for batch in batches:
             x = torch.randn(batch, channels, size, size, device=dev, dtype=dtype, requires_grad=True)

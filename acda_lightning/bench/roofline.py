@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from .table6 import PAPER_SETTING
+from ..paper import TABLE6_SETTING
 
 # NVIDIA H100 SXM5 datasheet, dense (no sparsity): FLOP/s (a multiply-add is 2) and HBM3 bytes/s.
 H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e12, "dram_bytes_per_second": 3.35e12}
@@ -100,12 +100,12 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
 
 
 def roofline(kernel_sizes=(3, 5, 7), batches=(1, 8, 32)) -> dict:
-    setting = {**PAPER_SETTING, "dtype": "bfloat16", "peaks": H100}
+    setting = {**TABLE6_SETTING, "dtype": "bfloat16", "peaks": H100}
     rows = []
     for kernel_size in kernel_sizes:
         for batch in batches:
-            works = {kernel: passes(kernel, batch, kernel_size, PAPER_SETTING["channels"], PAPER_SETTING["size"],
-                                    PAPER_SETTING["num_atoms"]) for kernel in KERNELS}
+            works = {kernel: passes(kernel, batch, kernel_size, TABLE6_SETTING["channels"], TABLE6_SETTING["size"],
+                                    TABLE6_SETTING["num_atoms"]) for kernel in KERNELS}
             for kernel, work in works.items():
                 both = work["forward"] + work["backward"]
                 row = {"kernel": kernel, "kernel_size": kernel_size, "batch": batch}
