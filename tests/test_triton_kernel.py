@@ -111,6 +111,14 @@ GROUPED = [
     for j, geometry in enumerate(GEOMETRY)
 ]
 
+@pytest.fixture
+def blocks_of_16(monkeypatch):
+    """Every tile 16 wide (tl.dot's least), so that tiny shapes span several blocks, each with a tail."""
+    for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
+        for key in blocks.keys() - {"warps"}:
+            monkeypatch.setitem(blocks, key, 16)
+
+
 interpreted = pytest.mark.skipif(
     not triton_acda.available("cpu"),
     reason="Triton's interpreter is off (tests/conftest.py turns it on where there is no CUDA device)",
@@ -137,11 +145,8 @@ class TestInterpreted:
         (3, 1, 2),
         pytest.param(5, 1, 1, marks=pytest.mark.slow),
     ])
-    def test_several_blocks_of_pixels_channels_and_outputs(self, monkeypatch, kernel_size, stride, dilation):
+    def test_several_blocks_of_pixels_channels_and_outputs(self, blocks_of_16, kernel_size, stride, dilation):
         """16-wide blocks: 42 pixels in 3 tiles, 20 channels and 18 outputs in 2 blocks each, every one with a tail."""
-        for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
-            for key in blocks.keys() - {"warps"}:
-                monkeypatch.setitem(blocks, key, 16)
         layer = make_layer(20, 18, kernel_size, stride, dilation, num_atoms=2)
         x = torch.randn(1, 20, 7, 6, requires_grad=True)
         check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
@@ -164,12 +169,9 @@ class TestInterpreted:
         assert [(launch["kernel"], launch["grid"][1]) for launch in launches] == [
             ("forward", groups), ("responses", 1), ("atom_grad", layer.num_atoms), ("input_grad", 1)]
 
-    def test_grouped_several_channel_and_output_blocks_per_group(self, monkeypatch, launches):
+    def test_grouped_several_channel_and_output_blocks_per_group(self, blocks_of_16, launches):
         """16-wide blocks, 2 groups of 20 inputs and 18 outputs: 2 channel and 2 output blocks per group, each
         with a tail, so a block's offsets inside its group and the group's own offset both count."""
-        for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
-            for key in blocks.keys() - {"warps"}:
-                monkeypatch.setitem(blocks, key, 16)
         layer = make_layer(40, 36, 3, num_atoms=2, groups=2)
         x = torch.randn(1, 40, 7, 6, requires_grad=True)
         check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
