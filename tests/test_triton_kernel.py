@@ -26,14 +26,15 @@ from acda_lightning.nn import ACDAConv2d, acda_reference
 from acda_lightning.nn.kernels import device_impls, resolve_impl, triton_acda
 
 from helpers import output_and_grads, randomised, reference_and_grads
+from test_grouped import CHANNELS, GEOMETRY
 
 CUDA = torch.cuda.is_available()
 
 
 def make_layer(channels, out_channels, kernel_size, stride=1, dilation=1, bias=True, bases="fourier_bessel",
-               num_atoms=3, device="cpu", dtype=torch.float32):
+               num_atoms=3, device="cpu", dtype=torch.float32, groups=1):
     layer = ACDAConv2d(channels, out_channels, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases,
-                       num_atoms=num_atoms, impl="triton")
+                       num_atoms=num_atoms, impl="triton", groups=groups)
     return randomised(layer).to(device, dtype)
 
 
@@ -102,6 +103,22 @@ SLOW_MATRIX = [
     (5, 1, 2, True, None, 40),
 ]
 
+# test_grouped.py's channel settings (grouped, depthwise, depthwise with a channel multiplier) against its
+# geometries: the default run takes each once (the diagonal, about 12 s per dtype), the slow run the rest.
+GROUPED = [
+    pytest.param(*channels, *geometry, marks=() if i == j else pytest.mark.slow)
+    for i, channels in enumerate(CHANNELS)
+    for j, geometry in enumerate(GEOMETRY)
+]
+
+@pytest.fixture
+def blocks_of_16(monkeypatch):
+    """Every tile 16 wide (tl.dot's least), so that tiny shapes span several blocks, each with a tail."""
+    for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
+        for key in blocks.keys() - {"warps"}:
+            monkeypatch.setitem(blocks, key, 16)
+
+
 interpreted = pytest.mark.skipif(
     not triton_acda.available("cpu"),
     reason="Triton's interpreter is off (tests/conftest.py turns it on where there is no CUDA device)",
@@ -128,11 +145,8 @@ class TestInterpreted:
         (3, 1, 2),
         pytest.param(5, 1, 1, marks=pytest.mark.slow),
     ])
-    def test_several_blocks_of_pixels_channels_and_outputs(self, monkeypatch, kernel_size, stride, dilation):
+    def test_several_blocks_of_pixels_channels_and_outputs(self, blocks_of_16, kernel_size, stride, dilation):
         """16-wide blocks: 42 pixels in 3 tiles, 20 channels and 18 outputs in 2 blocks each, every one with a tail."""
-        for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS):
-            for key in blocks.keys() - {"warps"}:
-                monkeypatch.setitem(blocks, key, 16)
         layer = make_layer(20, 18, kernel_size, stride, dilation, num_atoms=2)
         x = torch.randn(1, 20, 7, 6, requires_grad=True)
         check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
@@ -142,6 +156,28 @@ class TestInterpreted:
         layer = make_layer(6, 4, 3, stride=2, num_atoms=3, dtype=torch.float64)
         x = torch.randn(2, 6, 7, 6, dtype=torch.float64, requires_grad=True)
         check_equals_reference(layer, x, rtol=1e-10, atol=1e-10)
+
+    @pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+    @pytest.mark.parametrize("in_channels, out_channels, groups, kernel_size, stride, dilation, bias", GROUPED)
+    def test_grouped_equals_reference(self, launches, dtype, tolerance, in_channels, out_channels, groups,
+                                      kernel_size, stride, dilation, bias):
+        """Output channel o reads only its group's C/g inputs, A is (O, C/g, m), the atoms are every group's;
+        computed by the kernels (one output block per group), not by the layer's "basis" fallback."""
+        layer = make_layer(in_channels, out_channels, kernel_size, stride, dilation, bias, groups=groups, dtype=dtype)
+        x = torch.randn(2, in_channels, 7, 6, dtype=dtype, requires_grad=True)
+        check_equals_reference(layer, x, rtol=tolerance, atol=tolerance)
+        assert [(launch["kernel"], launch["grid"][1]) for launch in launches] == [
+            ("forward", groups), ("responses", 1), ("atom_grad", layer.num_atoms), ("input_grad", 1)]
+
+    def test_grouped_several_channel_and_output_blocks_per_group(self, blocks_of_16, launches):
+        """16-wide blocks, 2 groups of 20 inputs and 18 outputs: 2 channel and 2 output blocks per group, each
+        with a tail, so a block's offsets inside its group and the group's own offset both count."""
+        layer = make_layer(40, 36, 3, num_atoms=2, groups=2)
+        x = torch.randn(1, 40, 7, 6, requires_grad=True)
+        check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
+        forward = launches[0]
+        assert (forward["kernel"], forward["grid"][:2], forward["BLOCK_C"], forward["BLOCK_O"]) == (
+            "forward", (3, 2 * 2), 16, 16)
 
     @pytest.mark.parametrize("stride, dilation, use_bases", [(1, 2, True), (2, 1, False)])
     def test_bf16_inputs_within_bf16_rounding(self, stride, dilation, use_bases):
@@ -180,6 +216,15 @@ class TestInterpreted:
         coefficients = torch.randn(4, 3, 2, requires_grad=True)
         bias = torch.randn(4, requires_grad=True)
         torch.library.opcheck(triton_acda.triton_acda, (x, alpha, bases, coefficients, bias, 3, 2, 1, 1))
+
+    def test_opcheck_grouped(self):
+        """Depthwise with a channel multiplier of 2 (groups = C = 4, O = 8): A is (8, 1, m)."""
+        bases = ACDAConv2d(1, 1, 3).bases
+        x = torch.randn(1, 4, 5, 6, requires_grad=True)
+        alpha = torch.randn(1, 2, bases.shape[0], 3, 3, requires_grad=True)
+        coefficients = torch.randn(8, 1, 2, requires_grad=True)
+        bias = torch.randn(8, requires_grad=True)
+        torch.library.opcheck(triton_acda.triton_acda, (x, alpha, bases, coefficients, bias, 3, 2, 1, 1, 4))
 
     @pytest.mark.slow
     def test_torch_compile_matches_eager(self):

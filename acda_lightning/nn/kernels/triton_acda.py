@@ -12,6 +12,13 @@ unfolded patches. Every tensor is addressed through its strides (a ``channels_la
 ``channels_last`` output). One output block spans up to 256 channels (64 with 64-bit offsets); with
 more, z is recomputed once per output block.
 
+Groups (``nn.Conv2d``'s geometry; A is (O, C/g, m), the atoms D are shared by every group): an output
+block lies inside one group and loops over that group's C/g input channels only; when O/g is below 16
+(depthwise: 1, or k with a channel multiplier k) the block is padded to 16 and masked, so a depthwise
+layer's ``tl.dot`` does 1/16 useful work: simple and correct, not yet a depthwise-specific kernel. The
+backward kernels work per input channel (z, gz, grad_D, grad_x) and are the same for every groups; only
+its two GEMMs become per-group (block-diagonal A).
+
 Backward recomputes instead of storing: only x, alpha and A are saved, as for ``fused`` (storing z
 would cost C*m values per pixel, m times the input). It is three kernels around two GEMMs, and no
 program adds into another's output (no atomics; each value is written once):
@@ -94,7 +101,7 @@ def _response_tile(window, atom, p_ok, tile_ok, step_t, step_h, step_w,
 @_jit
 def _acda_forward_kernel(
     x_ptr, d_ptr, coef_ptr, bias_ptr, y_ptr,
-    channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+    group_channels, group_outputs, output_blocks, num_atoms, out_w, pixels, stride, dilation,
     sx_b, sx_c, sx_h, sx_w,
     sd_b, sd_m, sd_t, sd_p,
     sc_o, sc_c, sc_m,
@@ -103,21 +110,27 @@ def _acda_forward_kernel(
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
     ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr,
 ):
-    """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, c, window_t(p)], one tile."""
+    """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, g*C/g + c, window_t(p)], one
+    tile: output block ``program_id(1) % output_blocks`` of group g = ``program_id(1) // output_blocks``, whose
+    outputs read only that group's input channels (c < C/g; A is (O, C/g, m))."""
     batch = tl.program_id(2).to(tl.int64)
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    o = (tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)).to(INDEX)
-    o_ok = o < out_channels
-    # The top-left corner of each pixel's window in the padded input: every tap is in bounds.
-    corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
+    group = (tl.program_id(1) // output_blocks).to(INDEX)
+    o_in_group = ((tl.program_id(1) % output_blocks) * BLOCK_O + tl.arange(0, BLOCK_O)).to(INDEX)
+    o_ok = o_in_group < group_outputs
+    o = group * group_outputs + o_in_group
+    # The top-left corner of each pixel's window in the padded input (at the group's first channel): every
+    # tap is in bounds.
+    corner = x_ptr + batch * sx_b + group * group_channels * sx_c \
+        + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
     atoms_p = d_ptr + batch * sd_b + p * sd_p
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=ACC)
     coef_m = coef_ptr
     for m in range(num_atoms):
-        for c0 in range(0, channels, BLOCK_C):
+        for c0 in range(0, group_channels, BLOCK_C):
             c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
-            c_ok = c < channels
+            c_ok = c < group_channels
             window = corner[:, None] + c[None, :] * sx_c
             tile_ok = p_ok[:, None] & c_ok[None, :]
             # z[p, m, c], never leaves registers
@@ -285,8 +298,9 @@ def _image_span(tensor: torch.Tensor) -> int:
 
 
 def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict,
-              per_image: list[torch.Tensor]) -> dict:
-    """A kernel's compile-time arguments for these operands, tile sizes and per-image tensors.
+              per_image: list[torch.Tensor], groups: int = 1) -> dict:
+    """The forward kernel's compile-time arguments for these operands, tile sizes, per-image tensors and
+    groups (its channel and output blocks span one group's C/groups inputs and O/groups outputs).
 
     The ``tl.dot`` operands: fp16/bf16 inputs' own dtype (their tensor cores, float32 accumulation);
     float32 ones in TF32 exactly when torch allows it for float32 matmuls
@@ -302,24 +316,26 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
     # The interpreter's bf16 tl.dot returns garbage (numpy has no bf16): there the bf16-rounded operands
     # are multiplied in float32, which gives the same products.
     dot = tl.float32 if _interpreted() and operand == tl.bfloat16 else operand
-    tiles = _tile_settings(x, kernel_size, blocks, per_image)
+    tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
     outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
     return dict(
         tiles,
-        BLOCK_O=_block(coefficients.shape[0], outputs),
+        BLOCK_O=_block(coefficients.shape[0] // groups, outputs),
         OPERAND=operand,
         DOT=dot,
         PRECISION=precision,
     )
 
 
-def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: list[torch.Tensor]) -> dict:
-    """The compile-time arguments every kernel takes: taps, pixel and channel tiles, accumulator, index width."""
+def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: list[torch.Tensor],
+                   channels: int) -> dict:
+    """The compile-time arguments every kernel takes: taps, pixel tiles and tiles of ``channels`` (the
+    channels one program loops over), accumulator, index width."""
     wide = max(map(_image_span, per_image)) > INT32_OFFSETS
     return dict(
         KSIZE=kernel_size,
         BLOCK_P=blocks["pixels"],
-        BLOCK_C=_block(x.shape[1], blocks["channels"]),
+        BLOCK_C=_block(channels, blocks["channels"]),
         ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
         INDEX=tl.int64 if wide else tl.int32,
         num_warps=blocks["warps"],
@@ -374,25 +390,29 @@ def triton_acda(
     stride: int,
     padding: int,
     dilation: int,
+    groups: int = 1,
 ) -> torch.Tensor:
-    """y[b,o,i,j] = bias[o] + sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)].
+    """y[b,o,i,j] = bias[o] + sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,g*C/g+c,window_t(i,j)].
 
     x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k, k), fixed (no gradient), or None (alpha
-    holds the k*k atom entries), A (O, C, m), bias (O,) or None. y has x's dtype.
+    holds the k*k atom entries), A (O, C/groups, m), bias (O,) or None; output channel o is in group
+    g = o // (O/groups) and sums over that group's input channels only; the atoms are every group's.
+    y has x's dtype.
     """
     _require(x.device)
-    channels, num_atoms, out_w, pixels = _geometry(x, alpha)
-    out_channels = coefficients.shape[0]
+    _, num_atoms, out_w, pixels = _geometry(x, alpha)
+    group_outputs = coefficients.shape[0] // groups
     atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
-    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y])
-    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), triton.cdiv(out_channels, settings["BLOCK_O"]))
+    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y], groups)
+    output_blocks = triton.cdiv(group_outputs, settings["BLOCK_O"])  # per group
+    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), groups * output_blocks)
     with _on_device(x.device):
         for images in _batch_chunks(x.shape[0]):
             _acda_forward_kernel[(*tiles, images.stop - images.start)](
                 xpad[images], atoms[images], coefficients, y if bias is None else bias, y[images],
-                channels, out_channels, num_atoms, out_w, pixels, stride, dilation,
+                coefficients.shape[1], group_outputs, output_blocks, num_atoms, out_w, pixels, stride, dilation,
                 *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
                 HAS_BIAS=bias is not None,
                 **settings,
@@ -401,7 +421,7 @@ def triton_acda(
 
 
 @triton_acda.register_fake
-def _(x, alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation):
+def _(x, alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation, groups=1):
     return _empty_output(x, coefficients, alpha)
 
 
@@ -416,11 +436,13 @@ def triton_acda_backward(
     stride: int,
     padding: int,
     dilation: int,
+    groups: int,
     need_grad_x: bool,
     need_grad_alpha: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(grad_x, grad_alpha, grad_A) of ``triton_acda`` (the bias's gradient is grad summed, outside); a
-    gradient not needed is an empty tensor and is not computed."""
+    gradient not needed is an empty tensor and is not computed. Groups enter only the two GEMMs: the
+    responses z and gz are per input channel, so the kernels, which sum over channels, are every group's."""
     _require(x.device)
     channels, num_atoms, out_w, pixels = _geometry(x, alpha)
     batch, _, height, width = x.shape
@@ -430,12 +452,14 @@ def triton_acda_backward(
     # The two GEMMs run in torch (cuBLAS: fp16/bf16 tensor cores for those inputs, TF32 for float32 as torch
     # allows), on z and gz stored in that dtype; the kernels do the per-pixel work, accumulating in ACC.
     gemm_dtype = x.dtype if x.dtype in HALF_DOTS else accumulate
-    grad_y = grad.flatten(2).to(gemm_dtype)
+    # Per group g: gy (B, g, O/g, P) and A (g, O/g, C/g, m); gz[b, m, c, p] sums over c's group's outputs only.
+    grad_y = grad.flatten(2).to(gemm_dtype).unflatten(1, (groups, -1))
+    grouped_coefficients = coefficients.to(gemm_dtype).unflatten(0, (groups, -1))
     responses = torch.empty(batch, num_atoms, channels, pixels, dtype=gemm_dtype, device=x.device)
-    grad_responses = torch.einsum("bop,ocm->bmcp", grad_y, coefficients.to(gemm_dtype))
+    grad_responses = torch.einsum("bgop,gocm->bmgcp", grad_y, grouped_coefficients).flatten(2, 3)
     grad_atoms = torch.empty(atoms.shape if need_grad_alpha else (0,), dtype=accumulate, device=x.device)
     grad_x = torch.empty_like(x) if need_grad_x else x.new_empty(0)
-    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, [xpad, atoms, responses, grad_responses])
+    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, [xpad, atoms, responses, grad_responses], channels)
     pixel_tiles = triton.cdiv(pixels, settings["BLOCK_P"])
     channel_blocks = triton.cdiv(channels, settings["BLOCK_C"])
     with _on_device(x.device):
@@ -461,7 +485,8 @@ def triton_acda_backward(
                     *grad_responses.stride(), *atoms.stride(), *grad_x.stride(),
                     **settings,
                 )
-    grad_coefficients = torch.einsum("bop,bmcp->ocm", grad_y, responses).to(coefficients.dtype)
+    grad_coefficients = torch.einsum("bgop,bmgcp->gocm", grad_y, responses.unflatten(2, (groups, -1)))
+    grad_coefficients = grad_coefficients.flatten(0, 1).to(coefficients.dtype)
     if not need_grad_alpha:
         return grad_x, alpha.new_empty(0), grad_coefficients
     if bases is not None:  # grad_alpha = grad_D . bases^T
@@ -471,7 +496,8 @@ def triton_acda_backward(
 
 
 @triton_acda_backward.register_fake
-def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, need_grad_x, need_grad_alpha):
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, need_grad_x,
+      need_grad_alpha):
     return (torch.empty_like(x) if need_grad_x else x.new_empty(0),
             torch.empty_like(alpha) if need_grad_alpha else alpha.new_empty(0), torch.empty_like(coefficients))
 
@@ -492,14 +518,18 @@ def _backward(ctx, grad):
     if ctx.bias_dtype is not None:
         grad_bias = grad.sum((0, 2, 3), dtype=torch.promote_types(grad.dtype, torch.float32)).to(ctx.bias_dtype)
     return (grad_x if need_x else None, grad_alpha if need_alpha else None, None, grad_coefficients, grad_bias,
-            None, None, None, None)
+            *(None,) * len(ctx.geometry))
 
 
 triton_acda.register_autograd(_backward, setup_context=_setup_context)
 
 
-def acda_triton(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+def acda_triton(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
     """The ``impl`` entry point: computed in float32 registers, returned in x's (or autocast's) dtype."""
     output_dtype = result_dtype(x, alpha)
     with autocast_disabled(x.device.type):
-        return triton_acda(x.to(output_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation)
+        return triton_acda(x.to(output_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation,
+                           groups)
+
+
+acda_triton.supports_groups = True
