@@ -56,6 +56,9 @@ def test_auto_picks_triton_after_one_self_check_per_key(ampere):
     ]
     assert resolve_impl("auto", CudaTensor(torch.float64), 3) == "basis"
     assert resolve_impl("basis", CudaTensor(), 3) == "basis"
+    # grouped layers stay on basis until the grouped Triton path is timed; an explicit choice is kept
+    assert resolve_impl("auto", CudaTensor(), 3, groups=4) == "basis"
+    assert resolve_impl("triton", CudaTensor(), 3, groups=4) == "triton"
 
 
 def test_failed_self_check_warns_once_and_uses_basis(ampere, monkeypatch):

@@ -46,8 +46,8 @@ class ACDAConv2d(nn.Module):
     channels of its group, A is (O, C/groups, m), and the per-pixel atoms (predicted from all
     input channels) are shared by every group. Depthwise (groups = C = O) is
     y_c = sum_a A[c, a] (D_a * x_c), a per-pixel adaptive depthwise filter from m atoms.
-    Grouped layers run on implementations that support groups ("basis", "unfold"); a
-    grouped layer with impl "fused" or "triton" (or "auto" choosing them) runs "basis".
+    Grouped layers run on the implementations that support groups (``supports_groups``); any
+    other runs them on "basis". On CUDA, "auto" keeps grouped layers on "basis" (``kernels.cuda_impl``).
     """
 
     def __init__(
@@ -222,7 +222,7 @@ class ACDAConv2d(nn.Module):
         alpha = self.basis_coefficients(x)
         out_pixels = alpha.shape[-1] * alpha.shape[-2]
         implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels,
-                                                      stride=self.stride, dilation=self.dilation)]
+                                                      stride=self.stride, dilation=self.dilation, groups=self.groups)]
         grouping = {}
         if self.groups > 1:
             if not getattr(implementation, "supports_groups", False):

@@ -40,7 +40,7 @@ def device_impls(device: torch.device | str) -> list[str]:
 
 
 def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: int | None = None,
-                 stride: int = 1, dilation: int = 1) -> str:
+                 stride: int = 1, dilation: int = 1, groups: int = 1) -> str:
     """The concrete implementation for ``impl`` on this input's device, dtype and size.
 
     ``ACDA_IMPL`` (environment: auto or any implementation) replaces every layer's ``impl`` for the run.
@@ -48,7 +48,7 @@ def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: i
     """
     impl = environment_impl() or impl
     if x.device.type == "cuda":
-        return cuda_impl(impl, x, kernel_size, stride, dilation)
+        return cuda_impl(impl, x, kernel_size, stride, dilation, groups)
     if impl != "auto":
         return impl
     if x.device.type == "cpu":
@@ -92,9 +92,10 @@ def _deterministic() -> bool:
     return torch.are_deterministic_algorithms_enabled() or torch.backends.cudnn.deterministic
 
 
-def cuda_impl(impl: str, x: torch.Tensor, kernel_size: int, stride: int, dilation: int) -> str:
+def cuda_impl(impl: str, x: torch.Tensor, kernel_size: int, stride: int, dilation: int, groups: int = 1) -> str:
     """The CUDA choice. "auto" gives "triton" only where all of these hold, else "basis":
-    fp32/fp16/bf16 4-D input; Triton compiles here; an NVIDIA GPU of compute capability >= 8.0
+    an ungrouped layer (the grouped Triton path is correct under the interpreter but untimed: with one
+    output per group a depthwise layer fills 1/16 of each dot); fp32/fp16/bf16 4-D input; Triton compiles here; an NVIDIA GPU of compute capability >= 8.0
     (on 7.x its dots get no tensor cores while cuDNN's do; on AMD its fp16/bf16 path does not
     compile); neither ``torch.use_deterministic_algorithms`` nor ``cudnn.deterministic`` is on
     (no GPU run has shown the kernel bitwise reproducible yet); and the kernel has passed its self-check (``triton_self_check``)
@@ -109,7 +110,8 @@ def cuda_impl(impl: str, x: torch.Tensor, kernel_size: int, stride: int, dilatio
     if impl != "auto":
         return impl
     eligible = (
-        x.dim() == 4
+        groups == 1
+        and x.dim() == 4
         and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
         and not _deterministic()
         and torch.version.hip is None
