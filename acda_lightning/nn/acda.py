@@ -46,8 +46,8 @@ class ACDAConv2d(nn.Module):
     channels of its group, A is (O, C/groups, m), and the per-pixel atoms (predicted from all
     input channels) are shared by every group. Depthwise (groups = C = O) is
     y_c = sum_a A[c, a] (D_a * x_c), a per-pixel adaptive depthwise filter from m atoms.
-    Grouped layers run on implementations that support groups ("basis", "unfold"); a
-    grouped layer with impl "fused" or "triton" (or "auto" choosing them) runs "basis".
+    Grouped layers run on the implementations that compute groups (their ``supports_groups``);
+    a grouped layer whose impl (or "auto"'s choice) does not runs "basis".
     """
 
     def __init__(
