@@ -322,7 +322,8 @@ struct Mixing {
       y_band.copy_(matmul_nt(z, weight, gemm_type).t());
     } else if (form == Form::grouped) {
       for (int64_t gi = 0; gi < groups; ++gi)
-        y_band.narrow(0, gi * group_out(), group_out()).copy_(matmul_nt(group_columns(z, gi), weight[gi], gemm_type).t());
+        y_band.narrow(0, gi * group_out(), group_out())
+            .copy_(matmul_nt(group_columns(z, gi), weight[gi], gemm_type).t());
     } else {
       const int64_t mult = group_out(), cin = in_channels, mc = atoms * channels;
       auto out = at::empty({count, mult, cin}, z.options());
