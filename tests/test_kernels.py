@@ -103,6 +103,22 @@ def test_bf16_gemm_runs_the_contractions_in_bf16_within_bf16_tolerance():
         assert relative_error(rounded, exact) < 2e-2
 
 
+@pytest.mark.parametrize("groups, has_gemm", [(4, True), (32, False)], ids=["grouped", "depthwise"])
+def test_bf16_gemm_rounds_grouped_gemms_and_leaves_depthwise_in_fp32(groups, has_gemm):
+    """A grouped layer's per-group GEMMs take bf16 operands; depthwise has no GEMM (a per-channel atom sum)."""
+    layer = randomised(ACDAConv2d(32, 32, 5, num_atoms=6, groups=groups))
+    x = torch.randn(2, 32, 9, 10, requires_grad=True)
+    alpha = layer.basis_coefficients(x).detach().requires_grad_()
+    args = (layer.bases.flatten(1), layer.coefficients, 5, 1, 2, 1, groups)
+    results = {}
+    for bf16_gemm in (False, True):
+        output = fused.fused_acda(x, alpha, *args, bf16_gemm=bf16_gemm)
+        results[bf16_gemm] = (output, *torch.autograd.grad(output.square().sum(), [x, alpha, layer.coefficients]))
+    for exact, rounded in zip(results[False], results[True]):
+        assert torch.equal(exact, rounded) != has_gemm
+        assert relative_error(rounded, exact) < 2e-2
+
+
 def test_autocast_bf16_returns_bf16_within_tolerance_of_fp32():
     layer = randomised(ACDAConv2d(32, 16, 3, impl="fused"))
     x = torch.randn(2, 32, 12, 12, requires_grad=True)
