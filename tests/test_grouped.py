@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acda_lightning.nn import ACDAConv2d
-from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls
+from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls, fused
 
 from helpers import output_and_grads, randomised, reference_and_grads
 
@@ -37,7 +37,9 @@ def test_every_impl_equals_the_grouped_reference_forward_and_gradients(
     shape = nn.Conv2d(in_channels, out_channels, kernel_size, stride, layer.padding, dilation, groups)(x.float()).shape
     cotangent = torch.randn(shape, dtype=torch.float64)
     expected, expected_grads = reference_and_grads(layer, x, cotangent)
-    for impl in IMPLS:  # "fused" runs grouped layers on "basis" (its kernel has no groups yet)
+    for impl in IMPLS:
+        # an implementation without groups would silently run on "basis": each must compute groups itself
+        assert getattr(IMPLEMENTATIONS[impl], "supports_groups", False), impl
         layer.impl = impl
         output, grads = output_and_grads(layer, x, cotangent)
         torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-10, msg=f"impl={impl}")
@@ -45,7 +47,7 @@ def test_every_impl_equals_the_grouped_reference_forward_and_gradients(
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"impl={impl} gradient")
 
 
-@pytest.mark.parametrize("impl", ["basis", "unfold"])
+@pytest.mark.parametrize("impl", IMPLS)
 def test_grouped_implementations_take_groups(impl):
     """The kernel-call interface: an implementation that computes grouped ACDA says so and takes groups=."""
     implementation = IMPLEMENTATIONS[impl]
@@ -101,8 +103,9 @@ def test_bench_layer_depthwise_times_depthwise_acda_against_depthwise_conv(capsy
 
     main(["bench", "layer", "--groups", "depthwise", "--quick", "--impls", "basis", "fused", "--format", "json"])
     rows = json.loads(capsys.readouterr().out)["layer_rows"]
-    # the baselines have no depthwise form; "fused" has no groups yet (a grouped layer runs it on "basis")
-    assert {row["layer"] for row in rows} == {"conv", "acda_basis"}
+    # the baselines have no depthwise form; "fused" computes groups itself (where its kernel builds)
+    acda = {"acda_basis", "acda_fused"} if fused.available() else {"acda_basis"}
+    assert {row["layer"] for row in rows} == {"conv", *acda}
     assert all(row["groups"] == row["channels"] for row in rows)
     conv = next(row for row in rows if row["layer"] == "conv" and row["mode"] == "forward_backward")
     assert conv["parameters"] == conv["channels"] * (conv["kernel_size"] ** 2 + 1)  # a depthwise conv's weights

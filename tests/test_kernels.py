@@ -55,15 +55,22 @@ def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases)
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("kernel_size, stride, dilation, padding", [(3, 1, 1, 1), (5, 2, 2, 3)])
-def test_custom_op_gradcheck_and_opcheck(kernel_size, stride, dilation, padding):
+# (in, out, groups): dense, grouped (a GEMM per group), depthwise and depthwise with a channel
+# multiplier (the per-channel sum over atoms, 20 channels: a full vector block plus a remainder)
+@pytest.mark.parametrize(
+    "kernel_size, stride, dilation, padding, in_channels, out_channels, groups",
+    [(3, 1, 1, 1, 3, 4, 1), (5, 2, 2, 3, 3, 4, 1), (3, 1, 1, 1, 4, 6, 2), (3, 1, 1, 1, 20, 20, 20),
+     (5, 2, 2, 3, 3, 6, 3)],
+    ids=["dense-3x3", "dense-5x5-strided", "grouped", "depthwise", "depthwise-multiplier"],
+)
+def test_custom_op_gradcheck_and_opcheck(kernel_size, stride, dilation, padding, in_channels, out_channels, groups):
     """float64 gradcheck of the op itself, and torch.library.opcheck (fake impl, autograd registration)."""
     bases = ACDAConv2d(1, 1, kernel_size).bases.flatten(1).double()
-    x = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(1, in_channels, 6, 7, dtype=torch.float64, requires_grad=True)
     out_h, out_w = ((n + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1 for n in (6, 7))
     alpha = torch.randn(1, 2, bases.shape[0], out_h, out_w, dtype=torch.float64, requires_grad=True)
-    coefficients = torch.randn(4, 3, 2, dtype=torch.float64, requires_grad=True)
-    args = (x, alpha, bases, coefficients, kernel_size, stride, padding, dilation)
+    coefficients = torch.randn(out_channels, in_channels // groups, 2, dtype=torch.float64, requires_grad=True)
+    args = (x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups)
     assert torch.autograd.gradcheck(lambda x, a, c: fused.fused_acda(x, a, bases, c, *args[4:]), (x, alpha, coefficients))
     torch.library.opcheck(fused.fused_acda, args)
 
@@ -93,6 +100,22 @@ def test_bf16_gemm_runs_the_contractions_in_bf16_within_bf16_tolerance():
         results[bf16_gemm] = (output, *torch.autograd.grad(output.square().sum(), [x, alpha, layer.coefficients]))
     for exact, rounded in zip(results[False], results[True]):
         assert rounded.dtype == torch.float32 and not torch.equal(exact, rounded)  # bf16 operands, not fp32
+        assert relative_error(rounded, exact) < 2e-2
+
+
+@pytest.mark.parametrize("groups, has_gemm", [(4, True), (32, False)], ids=["grouped", "depthwise"])
+def test_bf16_gemm_rounds_grouped_gemms_and_leaves_depthwise_in_fp32(groups, has_gemm):
+    """A grouped layer's per-group GEMMs take bf16 operands; depthwise has no GEMM (a per-channel atom sum)."""
+    layer = randomised(ACDAConv2d(32, 32, 5, num_atoms=6, groups=groups))
+    x = torch.randn(2, 32, 9, 10, requires_grad=True)
+    alpha = layer.basis_coefficients(x).detach().requires_grad_()
+    args = (layer.bases.flatten(1), layer.coefficients, 5, 1, 2, 1, groups)
+    results = {}
+    for bf16_gemm in (False, True):
+        output = fused.fused_acda(x, alpha, *args, bf16_gemm=bf16_gemm)
+        results[bf16_gemm] = (output, *torch.autograd.grad(output.square().sum(), [x, alpha, layer.coefficients]))
+    for exact, rounded in zip(results[False], results[True]):
+        assert torch.equal(exact, rounded) != has_gemm
         assert relative_error(rounded, exact) < 2e-2
 
 

@@ -46,8 +46,8 @@ class ACDAConv2d(nn.Module):
     channels of its group, A is (O, C/groups, m), and the per-pixel atoms (predicted from all
     input channels) are shared by every group. Depthwise (groups = C = O) is
     y_c = sum_a A[c, a] (D_a * x_c), a per-pixel adaptive depthwise filter from m atoms.
-    Grouped layers run on the implementations that support groups (``supports_groups``); any
-    other runs them on "basis". On CUDA, "auto" keeps grouped layers on "basis" (``kernels.cuda_impl``).
+    Every implementation computes grouped layers (``supports_groups``); on CUDA "auto" keeps them on
+    "basis" until the grouped Triton path is timed on a GPU (``kernels.cuda_impl``).
     """
 
     def __init__(

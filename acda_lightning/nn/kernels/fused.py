@@ -2,7 +2,8 @@
 
 The C++ kernel (``fused_cpu.cpp``) gives each thread one band at a time: it applies each pixel's m
 atoms to its window (register-blocked over channels, vectorised for the build's ISA) and feeds the
-band's (pixels x m*C) response straight into the shared 1x1 (oneDNN's matmul), so the only full-size
+band's (pixels x m*C) response straight into the shared 1x1 (oneDNN's matmul; with groups, one GEMM
+per group, or, one input channel per group as in depthwise, a vectorised per-channel sum), so the only full-size
 tensors are x, alpha and y; backward recomputes each band's response instead of storing it. The
 kernel is one ``torch.library`` custom op with its backward op, so autograd, ``torch.compile`` and
 ``torch.export`` each see a single op. It is compiled on first use, once per ISA (AVX-512 or AVX2),
@@ -105,9 +106,10 @@ def _require_extension():
     return module
 
 
-def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm) -> tuple:
+def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm) -> tuple:
     """The C++ kernel's operands (it pads x to NHWC and permutes A itself)."""
-    return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
+    return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation, groups,
+            bf16_gemm)
 
 
 @torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")
@@ -120,19 +122,22 @@ def fused_acda(
     stride: int,
     padding: int,
     dilation: int,
+    groups: int = 1,
     bf16_gemm: bool = False,
 ) -> torch.Tensor:
     """y[b,o,i,j] = sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)], no bias.
 
-    x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C, m).
-    bf16_gemm: the contractions with A (forward and backward) take bf16 operands, accumulating in fp32.
+    x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C/groups, m):
+    output channel o sums over only the C/groups input channels of its group (as nn.Conv2d's groups).
+    bf16_gemm: the GEMMs with A (forward and backward) take bf16 operands, accumulating in fp32 (with one
+    input channel per group there is no GEMM, and the flag has no effect).
     """
-    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm)
     return _require_extension().forward(*operands)
 
 
 @fused_acda.register_fake
-def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
+def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False):
     return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
 
 
@@ -147,9 +152,10 @@ def fused_acda_backward(
     stride: int,
     padding: int,
     dilation: int,
+    groups: int = 1,
     bf16_gemm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm)
+    operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm)
     grad_x, grad_alpha, grad_coefficients = _require_extension().backward(grad.contiguous(), *operands)
     return (
         grad_x.contiguous(memory_format=_grad_x_format(x)),
@@ -166,7 +172,7 @@ def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
 
 
 @fused_acda_backward.register_fake
-def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, bf16_gemm=False):
+def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False):
     # Strides as the real op returns them (compile's backward graph asserts them).
     return (
         torch.empty_like(x, memory_format=_grad_x_format(x)),
@@ -190,7 +196,7 @@ def _backward(ctx, grad):
 fused_acda.register_autograd(_backward, setup_context=_setup_context)
 
 
-def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size):
+def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
     """The ``impl`` entry point: fp16 inputs are computed in fp32 and the result cast back; where the result
     is bf16 (bf16 inputs, or autocast to bf16) the large contractions (with A) run in bf16, accumulating
     in fp32, and the per-pixel pass in fp32."""
@@ -208,8 +214,12 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
             stride,
             padding,
             dilation,
+            groups,
             output_dtype == torch.bfloat16,
         )
         if bias is not None:  # in place: the op's output is fresh and its backward does not need it
             output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))
     return output.to(output_dtype)
+
+
+acda_fused.supports_groups = True

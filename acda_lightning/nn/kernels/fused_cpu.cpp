@@ -8,6 +8,7 @@
 // z, and multiplies them by W with a single-threaded GEMM (ATen's, i.e. MKL/oneDNN), so the only
 // full-size tensors are x, alpha and y, and a call has a single parallel region (no per-phase
 // barriers, which stall badly on a loaded machine). Backward recomputes z instead of saving it.
+// Grouped ACDA (A (O, C/g, m)) changes only the 1x1: see Mixing.
 //
 // The channel dim is padded to a multiple of the register block (zeros in x and W), so every
 // inner loop is a full block of vectors the compiler keeps in registers; ACDA_VECTOR_BYTES is the
@@ -225,11 +226,15 @@ int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t row_bytes
   return std::max<int64_t>({1, overlap_rows, std::min({out_h, fit, spread})});
 }
 
-Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases, int64_t ksize,
-                       int64_t stride, int64_t padding, int64_t dilation, int64_t block) {
+Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
+                       const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
+                       int64_t dilation, int64_t groups, int64_t block) {
   TORCH_CHECK(x.dim() == 4 && alpha.dim() == 5 && bases.dim() == 2,
               "fused ACDA: x (B,C,H,W), alpha (B,m,K,Ho,Wo), bases (K,k*k)");
   TORCH_CHECK(bases.size(1) == ksize * ksize && bases.size(0) == alpha.size(2), "fused ACDA: bases must be (K, k*k)");
+  TORCH_CHECK(groups >= 1 && coefficients.dim() == 3 && coefficients.size(1) * groups == x.size(1) &&
+                  coefficients.size(0) % groups == 0 && coefficients.size(2) == alpha.size(1),
+              "fused ACDA: A must be (O, C/groups, m) with groups dividing O");
   const int64_t channels = padded_channels(x.size(1), block);
   const int64_t out_h = alpha.size(3), out_w = alpha.size(4);
   // Bands i and i+2 of an image touch disjoint input rows once a band spans the window overlap.
@@ -271,6 +276,130 @@ at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
   return bf16_gemm ? at::kBFloat16 : x.scalar_type();
 }
 
+// The 1x1 by A on a band's responses z (count, m*Cp), in one of three forms:
+//  dense (groups = 1): one GEMM with W (O, m*Cp);
+//  grouped: one GEMM per group, z's columns of that group's C/g channels times A_g (O/g, m*C/g);
+//  per-channel (one input channel per group: depthwise, with any channel multiplier): no GEMM, since
+//    a group's would be (O/g x m); y[c*mult + j] = sum_a A[c*mult + j, a] z[a, c], vectorised over c.
+template <typename T>
+struct Mixing {
+  enum class Form { dense, grouped, per_channel };
+  Form form;
+  int64_t groups, out_channels, in_channels, atoms, channels;  // channels: padded, as z's
+  at::ScalarType gemm_type;  // the per-channel form computes in T (it has no GEMM to run in bf16)
+  // dense (O, m*Cp); grouped (g, O/g, m*C/g); per-channel (m, mult, C)
+  at::Tensor weight;
+  at::Tensor weight_t;  // backward's GEMM operand, the GEMM forms' weight transposed once (not per band)
+
+  Mixing(const at::Tensor& coefficients, int64_t groups, int64_t channels, at::ScalarType gemm_type,
+         bool for_backward = false)
+      : form(groups == 1 ? Form::dense : coefficients.size(1) == 1 ? Form::per_channel : Form::grouped),
+        groups(groups), out_channels(coefficients.size(0)), in_channels(coefficients.size(1) * groups),
+        atoms(coefficients.size(2)), channels(channels),
+        gemm_type(form == Form::per_channel ? coefficients.scalar_type() : gemm_type) {
+    const int64_t group_out = out_channels / groups, group_in = in_channels / groups;
+    if (form == Form::dense) {
+      weight = gemm_weight(coefficients, channels).to(gemm_type);
+    } else if (form == Form::grouped) {
+      weight = coefficients.reshape({groups, group_out, group_in, atoms}).permute({0, 1, 3, 2}).contiguous()
+                   .view({groups, group_out, atoms * group_in}).to(gemm_type);
+    } else {
+      weight = coefficients.reshape({in_channels, group_out, atoms}).permute({2, 1, 0}).contiguous();
+    }
+    if (for_backward && form != Form::per_channel) weight_t = weight.transpose(-2, -1).contiguous();
+  }
+
+  // A thread's dL/dweight accumulator, zero.
+  at::Tensor zero_share(const at::TensorOptions& options) const { return at::zeros_like(weight, options); }
+
+  int64_t group_out() const { return out_channels / groups; }
+  int64_t group_in() const { return in_channels / groups; }
+
+  // z (count, m*Cp) -> y_band (O, count), a view into y.
+  void forward(const at::Tensor& z, at::Tensor y_band) const {
+    const int64_t count = z.size(0);
+    if (form == Form::dense) {
+      y_band.copy_(matmul_nt(z, weight, gemm_type).t());
+    } else if (form == Form::grouped) {
+      for (int64_t gi = 0; gi < groups; ++gi)
+        y_band.narrow(0, gi * group_out(), group_out())
+            .copy_(matmul_nt(group_columns(z, gi), weight[gi], gemm_type).t());
+    } else {
+      const int64_t mult = group_out(), cin = in_channels, mc = atoms * channels;
+      auto out = at::empty({count, mult, cin}, z.options());
+      const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>();
+      T* op = out.data_ptr<T>();
+      for (int64_t q = 0; q < count; ++q) {
+        for (int64_t j = 0; j < mult; ++j) {
+          T* o = op + (q * mult + j) * cin;
+          std::fill(o, o + cin, T(0));
+          for (int64_t a = 0; a < atoms; ++a) {
+            const T *wa = w + (a * mult + j) * cin, *za = zp + q * mc + a * channels;
+#pragma omp simd
+            for (int64_t c = 0; c < cin; ++c) o[c] += wa[c] * za[c];
+          }
+        }
+      }
+      y_band.view({cin, mult, count}).copy_(out.permute({2, 1, 0}));
+    }
+  }
+
+  // Backward of forward for one band: returns dL/dz (count, m*Cp), zero in the padded channels, and adds
+  // this band's dL/dweight (weight's shape, unpermuted) to share. gy (O, count) in gemm_type.
+  at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, at::Tensor share) const {
+    const int64_t count = z.size(0);
+    if (form == Form::dense) {
+      share.add_(matmul_nt(gy, z.t(), gemm_type));
+      return matmul_nt(gy.t(), weight_t, gemm_type).to(z.scalar_type());
+    }
+    auto gz = at::zeros({count, atoms * channels}, z.options());
+    if (form == Form::grouped) {
+      auto gz_groups = gz.view({count, atoms, channels});
+      for (int64_t gi = 0; gi < groups; ++gi) {
+        const auto gyg = gy.narrow(0, gi * group_out(), group_out());
+        share[gi].add_(matmul_nt(gyg, group_columns(z, gi).t(), gemm_type));
+        gz_groups.narrow(2, gi * group_in(), group_in())
+            .copy_(matmul_nt(gyg.t(), weight_t[gi], gemm_type).view({count, atoms, group_in()}));
+      }
+      return gz;
+    }
+    const int64_t mult = group_out(), cin = in_channels, mc = atoms * channels;
+    const auto gyb = gy.view({cin, mult, count}).permute({2, 1, 0}).contiguous();  // (count, mult, C)
+    const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>(), *gp = gyb.data_ptr<T>();
+    T *gzp = gz.data_ptr<T>(), *sp = share.data_ptr<T>();
+    for (int64_t q = 0; q < count; ++q) {
+      for (int64_t a = 0; a < atoms; ++a) {
+        const T* za = zp + q * mc + a * channels;
+        T* gza = gzp + q * mc + a * channels;
+        for (int64_t j = 0; j < mult; ++j) {
+          const T *wa = w + (a * mult + j) * cin, *g = gp + (q * mult + j) * cin;
+          T* s = sp + (a * mult + j) * cin;
+#pragma omp simd
+          for (int64_t c = 0; c < cin; ++c) {
+            gza[c] += wa[c] * g[c];
+            s[c] += za[c] * g[c];
+          }
+        }
+      }
+    }
+    return gz;
+  }
+
+  // dL/dA (O, C/g, m) from the summed shares.
+  at::Tensor coefficient_grad(const at::Tensor& weight_grad) const {
+    if (form == Form::dense)
+      return weight_grad.view({out_channels, atoms, channels}).narrow(2, 0, in_channels).permute({0, 2, 1});
+    if (form == Form::grouped)
+      return weight_grad.view({out_channels, atoms, group_in()}).permute({0, 2, 1});
+    return weight_grad.permute({2, 1, 0}).reshape({out_channels, 1, atoms});
+  }
+
+  // Group gi's columns of z: (count, m*C/g), contiguous.
+  at::Tensor group_columns(const at::Tensor& z, int64_t gi) const {
+    return z.view({z.size(0), atoms, channels}).narrow(2, gi * group_in(), group_in()).reshape({z.size(0), -1});
+  }
+};
+
 template <typename T>
 Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alpha, const at::Tensor& bases,
                 int64_t b, int64_t band, T* atoms, T* z) {
@@ -283,14 +412,15 @@ Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alp
 
 at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
                          const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
-                         int64_t dilation, bool bf16_gemm) {
+                         int64_t dilation, int64_t groups, bool bf16_gemm) {
   at::Tensor y;
   const auto gemm_type = gemm_type_of(x, bf16_gemm);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_forward", [&] {
-    const Geometry g = make_geometry(x, alpha, bases, ksize, stride, padding, dilation, channel_block<scalar_t>());
+    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups,
+                                     channel_block<scalar_t>());
     const auto xpad = padded_nhwc(x, padding, g.channels);
-    const auto weight = gemm_weight(coefficients, g.channels).to(gemm_type);
-    const int64_t batch = x.size(0), out_channels = weight.size(0), bands = g.bands();
+    const Mixing<scalar_t> mixing(coefficients, groups, g.channels, gemm_type);
+    const int64_t batch = x.size(0), out_channels = coefficients.size(0), bands = g.bands();
     const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
     y = at::empty({batch, out_channels, g.out_h, g.out_w}, x.options());
     at::parallel_for(0, batch * bands, 1, [&](int64_t begin, int64_t end) {
@@ -303,7 +433,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
         band.form_atoms();
         band.responses();
         auto out = y[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
-        out.copy_(matmul_nt(z.narrow(0, 0, band.count), weight, gemm_type).t());
+        mixing.forward(z.narrow(0, 0, band.count), out);
       }
     });
   });
@@ -312,20 +442,21 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
 
 std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& alpha,
                                        const at::Tensor& bases, const at::Tensor& coefficients, int64_t ksize,
-                                       int64_t stride, int64_t padding, int64_t dilation, bool bf16_gemm) {
+                                       int64_t stride, int64_t padding, int64_t dilation, int64_t groups,
+                                       bool bf16_gemm) {
   at::Tensor grad_x, grad_alpha, grad_coefficients;
-  const auto gemm_type = gemm_type_of(x, bf16_gemm);
-  const auto grad_y_gemm = grad_y.to(gemm_type);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
-    const Geometry g = make_geometry(x, alpha, bases, ksize, stride, padding, dilation, channel_block<scalar_t>());
+    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups,
+                                     channel_block<scalar_t>());
     const auto xpad = padded_nhwc(x, padding, g.channels);
-    const auto weight_t = gemm_weight(coefficients, g.channels).to(gemm_type).t().contiguous();
-    const int64_t batch = x.size(0), out_channels = weight_t.size(1), bands = g.bands();
+    const Mixing<scalar_t> mixing(coefficients, groups, g.channels, gemm_type_of(x, bf16_gemm), true);
+    const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
+    const int64_t batch = x.size(0), out_channels = coefficients.size(0), bands = g.bands();
     const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
     auto grad_xpad = at::zeros_like(xpad);
     grad_alpha = at::empty_like(alpha);
     // Each thread sums its bands' share of dL/dW; the shares are added once at the end.
-    auto grad_weight_shares = at::zeros({at::get_num_threads(), out_channels, mc}, x.options());
+    auto grad_weight_shares = at::stack(std::vector<at::Tensor>(at::get_num_threads(), mixing.zero_share(x.options())));
     // Two passes (even bands, then odd ones): bands of one image running together never share an input row.
     for (int64_t parity = 0; parity < 2; ++parity) {
       const int64_t bands_of_parity = (bands - parity + 1) / 2;
@@ -342,8 +473,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
           band.responses();
           auto gy = grad_y_gemm[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
           auto zb = z.narrow(0, 0, band.count);
-          grad_weight.add_(matmul_nt(gy, zb.t(), gemm_type));
-          const auto gzb = matmul_nt(gy.t(), weight_t, gemm_type).to(x.scalar_type());
+          const auto gzb = mixing.backward(gy, zb, grad_weight);
           band.alpha_grads(gzb.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>(),
                            grad_alpha[b].data_ptr<scalar_t>());
           band.input_grads(gzb.data_ptr<scalar_t>(), grad_xpad[b].data_ptr<scalar_t>());
@@ -353,8 +483,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     const int64_t channels = x.size(1), height = x.size(2), width = x.size(3);
     grad_x = grad_xpad.narrow(1, padding, height).narrow(2, padding, width).narrow(3, 0, channels)
                  .permute({0, 3, 1, 2});
-    grad_coefficients = grad_weight_shares.sum(0).view({out_channels, g.atoms, g.channels}).narrow(2, 0, channels)
-                            .permute({0, 2, 1});
+    grad_coefficients = mixing.coefficient_grad(grad_weight_shares.sum(0));
   });
   return {grad_x, grad_alpha, grad_coefficients};
 }
@@ -362,9 +491,9 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
 // A plain op library (no pybind11, so it compiles in a fraction of the time): torch.ops.acda_fused_cpu.*
 TORCH_LIBRARY(acda_fused_cpu, m) {
   m.def("forward(Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride, int padding,"
-        " int dilation, bool bf16_gemm) -> Tensor",
+        " int dilation, int groups, bool bf16_gemm) -> Tensor",
         &fused_forward);
   m.def("backward(Tensor grad_y, Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride,"
-        " int padding, int dilation, bool bf16_gemm) -> Tensor[]",
+        " int padding, int dilation, int groups, bool bf16_gemm) -> Tensor[]",
         &fused_backward);
 }
