@@ -6,7 +6,7 @@ The interpreter executes every tile op through numpy, so the shapes here are tin
 images): the default run costs about half a minute on two cores. The same comparisons run compiled
 on CUDA in TestOnGPU (`make test-gpu`), in fp32, fp16 and bf16.
 
-Tolerances: fp32 as tests/test_kernels.py (1e-4 forward, 1e-3 gradients), fp64 1e-10 and 1e-9.
+Tolerances: fp32 as tests/test_fused_kernel.py (1e-4 forward, 1e-3 gradients), fp64 1e-10 and 1e-9.
 bf16/fp16 inputs: the op alone (the generator's own rounding is not the kernel's) against the
 reference in fp32 on the same rounded operands, relative to the largest value: 2e-2 (bf16, 8
 mantissa bits) and 5e-3 (fp16) for the output, 5e-2 and 1e-2 for the gradients of x, alpha, A, bias.

@@ -423,7 +423,9 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
     const int64_t batch = x.size(0), out_channels = coefficients.size(0), bands = g.bands();
     const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
     y = at::empty({batch, out_channels, g.out_h, g.out_w}, x.options());
+    const bool inference = c10::InferenceMode::is_enabled();
     at::parallel_for(0, batch * bands, 1, [&](int64_t begin, int64_t end) {
+      c10::InferenceMode same_mode_as_caller(inference);  // worker threads do not inherit it
       auto z = at::empty({band_pixels, mc}, x.options());
       auto atoms = at::empty({band_pixels, g.atoms * g.taps()}, x.options());
       for (int64_t item = begin; item < end; ++item) {
@@ -457,10 +459,12 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     grad_alpha = at::empty_like(alpha);
     // Each thread sums its bands' share of dL/dW; the shares are added once at the end.
     auto grad_weight_shares = at::stack(std::vector<at::Tensor>(at::get_num_threads(), mixing.zero_share(x.options())));
+    const bool inference = c10::InferenceMode::is_enabled();
     // Two passes (even bands, then odd ones): bands of one image running together never share an input row.
     for (int64_t parity = 0; parity < 2; ++parity) {
       const int64_t bands_of_parity = (bands - parity + 1) / 2;
       at::parallel_for(0, batch * bands_of_parity, 1, [&](int64_t begin, int64_t end) {
+        c10::InferenceMode same_mode_as_caller(inference);
         auto z = at::empty({band_pixels, mc}, x.options());
         auto atoms = at::empty({band_pixels, g.atoms * g.taps()}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps()}, x.options());

@@ -231,3 +231,15 @@ def test_loading_the_kernel_and_benching_print_no_native_log_lines():
     result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=os.environ, check=True)
     assert "acda_fused" in result.stdout  # the kernel loaded and ran
     assert "No CUDA runtime" not in result.stderr and "USDT" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("groups", [1, 20])
+def test_inference_mode_gives_the_no_grad_output(groups):
+    """Lightning evaluates under torch.inference_mode: the kernel's worker threads must run in the caller's
+    mode, or their in-place writes into inference tensors fail."""
+    layer = randomised(ACDAConv2d(20, 20, 5, impl="fused", groups=groups)).eval()
+    x = torch.randn(2, 20, 9, 11)
+    with torch.no_grad():
+        expected = layer(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
