@@ -37,6 +37,17 @@ def output_and_grads(layer, x, cotangent):
     return output, torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
 
 
+def assert_every_impl_matches_the_reference(layer, x, cotangent, impls) -> None:
+    """``layer`` with each of ``impls`` gives the float64 reference's output and gradients (1e-10 / 1e-9)."""
+    expected, expected_grads = reference_and_grads(layer, x, cotangent)
+    for impl in impls:
+        layer.impl = impl
+        output, grads = output_and_grads(layer, x, cotangent)
+        torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-10, msg=f"impl={impl}")
+        for got, want in zip(grads, expected_grads):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"impl={impl} gradient")
+
+
 def free_port() -> int:
     """A TCP port on localhost that nothing listens on, for a 2-process gloo group."""
     with socket.socket() as probe:

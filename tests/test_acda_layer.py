@@ -10,7 +10,7 @@ from torch import nn
 from acda_lightning.nn import ACDAConv2d
 from acda_lightning.nn.kernels import IMPLEMENTATIONS, device_impls, fused, resolve_impl
 
-from helpers import output_and_grads, randomised, reference_and_grads
+from helpers import assert_every_impl_matches_the_reference, randomised
 
 # Every impl that runs on CPU ("triton" is CUDA-only; tests/test_triton_kernel.py runs it under Triton's
 # interpreter and, on a GPU, compiled).
@@ -39,13 +39,7 @@ def test_every_impl_equals_reference_forward_and_gradients(
     ).double()
     x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
     cotangent = torch.randn(2, 4, *layer.output_size(*size), dtype=torch.float64)
-    expected, expected_grads = reference_and_grads(layer, x, cotangent)
-    for impl in IMPLS:
-        layer.impl = impl
-        output, grads = output_and_grads(layer, x, cotangent)
-        torch.testing.assert_close(output, expected, rtol=1e-10, atol=1e-10, msg=f"impl={impl}")
-        for got, want in zip(grads, expected_grads):
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10, msg=f"impl={impl} gradient")
+    assert_every_impl_matches_the_reference(layer, x, cotangent, IMPLS)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
