@@ -140,7 +140,7 @@ class CrowdCounting(TaskModule):
         written, counts = [], {}
         for index, name in enumerate(batch["name"]):
             density = outputs["density"][index].detach().float().cpu().numpy()
-            predicted, true = float(outputs["count"][index]), float(outputs["true_count"][index])
+            predicted, true = float(outputs["count"][index].detach()), float(outputs["true_count"][index])
             counts[name] = (predicted, true)
             array_path = out_dir / f"{name}_density.npy"
             with atomic_path(array_path) as tmp, open(tmp, "wb") as handle:
