@@ -176,6 +176,8 @@ def test_auto_picks_fused_for_network_layers_and_basis_for_tiny_ones():
     assert resolve_impl("auto", resnet18_layer1, 3) == "fused"
     assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) == "basis"
     assert 3 * 8 * 8 * 9 < FUSED_MIN_WORK
+    lenet_first = torch.zeros(128, 3, 32, 32)  # large enough, but 3 channels pad to a 16- or 32-float block
+    assert 128 * 3 * 28 * 28 * 25 >= FUSED_MIN_WORK and resolve_impl("auto", lenet_first, 5, 28 * 28) == "basis"
     assert resolve_impl("basis", resnet18_layer1, 3) == "basis"
 
 

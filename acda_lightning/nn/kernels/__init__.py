@@ -28,6 +28,10 @@ IMPLEMENTATIONS = {"unfold": acda_unfold, "basis": acda_basis, "fused": acda_fus
 # Below this much work (batch * in_channels * out_pixels * k*k) a layer takes well under a millisecond
 # either way, so "auto" keeps it on "basis" and never pays the kernel build for it.
 FUSED_MIN_WORK = 1 << 18
+# Below 16 input channels the fused kernel's channel padding (to 16 or 32 floats) outweighs what it saves:
+# fwd+bwd of a 5x5 layer was 1.26-2x basis's time at 3, 6 and 8 channels and 0.8x at 16 (LeNet's layers:
+# its step took 0.42 s fused against 0.20 s basis).
+FUSED_MIN_CHANNELS = 16
 
 
 def device_impls(device: torch.device | str) -> list[str]:
@@ -68,7 +72,8 @@ def cpu_auto_impl(x: torch.Tensor, kernel_size: int, out_pixels: int | None = No
     if not (x.is_floating_point() and x.dim() == 4):
         return "basis"
     pixels = x.shape[-2] * x.shape[-1] if out_pixels is None else out_pixels
-    if x.shape[0] * x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK and fused.available():
+    large = x.shape[0] * x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK
+    if large and x.shape[1] >= FUSED_MIN_CHANNELS and fused.available():
         return "fused"
     return "basis"
 
