@@ -183,9 +183,9 @@ def test_auto_runs_the_impl_it_picks(monkeypatch, shape, kernel_size, picked):
     tiny layer, the fused CPU kernel (where it builds) for one past FUSED_MIN_WORK."""
     called = []
     for name, implementation in list(IMPLEMENTATIONS.items()):
-        def spy(*args, name=name, implementation=implementation):
+        def spy(*args, name=name, implementation=implementation, **kwargs):
             called.append(name)
-            return implementation(*args)
+            return implementation(*args, **kwargs)
 
         monkeypatch.setitem(IMPLEMENTATIONS, name, spy)
     layer = ACDAConv2d(shape[1], 2, kernel_size).eval()

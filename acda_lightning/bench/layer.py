@@ -9,7 +9,7 @@ from torch import nn
 
 from ..nn import ACDAConv2d
 from ..nn.baselines import BASELINES, dfn_filter_bytes
-from ..nn.kernels import IMPLEMENTATIONS, device_impls, fused, resolve_impl, triton_acda
+from ..nn.kernels import device_impls, fused, resolve_impl, triton_acda
 from .measure import interleaved_times, peak_memory, ratio_summaries
 
 MODES = ("forward", "forward_backward", "inference")
@@ -39,13 +39,11 @@ def candidates(
     channels: int, kernel_size: int, impls: list[str], device: torch.device | str = "cpu", depthwise: bool = False
 ) -> dict[str, nn.Module]:
     """nn.Conv2d, ACDA with each impl that can run here (others are left out), and the baselines
-    (depthwise: nn.Conv2d and ACDA with groups = channels on the impls that take groups, no baselines)."""
+    (depthwise: nn.Conv2d and ACDA with groups = channels, no baselines)."""
     padding = kernel_size // 2
     groups = channels if depthwise else 1
     layers: dict[str, nn.Module] = {"conv": nn.Conv2d(channels, channels, kernel_size, padding=padding, groups=groups)}
     for impl in runnable_impls(impls, device):
-        if depthwise and not getattr(IMPLEMENTATIONS[impl], "supports_groups", False):
-            continue  # the layer would run it on "basis": a second "basis" row under another name
         layers[f"acda_{impl}"] = ACDAConv2d(channels, channels, kernel_size, impl=impl, groups=groups)
     for name, baseline in {} if depthwise else BASELINES.items():
         layers[name] = baseline(channels, channels, kernel_size, padding=padding)

@@ -46,7 +46,7 @@ class ACDAConv2d(nn.Module):
     channels of its group, A is (O, C/groups, m), and the per-pixel atoms (predicted from all
     input channels) are shared by every group. Depthwise (groups = C = O) is
     y_c = sum_a A[c, a] (D_a * x_c), a per-pixel adaptive depthwise filter from m atoms.
-    Every implementation computes grouped layers (``supports_groups``); on CUDA "auto" keeps them on
+    Every implementation computes grouped layers; on CUDA "auto" keeps them on
     "basis" until the grouped Triton path is timed on a GPU (``kernels.cuda_impl``).
     """
 
@@ -223,11 +223,6 @@ class ACDAConv2d(nn.Module):
         out_pixels = alpha.shape[-1] * alpha.shape[-2]
         implementation = IMPLEMENTATIONS[resolve_impl(self.impl, x, self.kernel_size, out_pixels,
                                                       stride=self.stride, dilation=self.dilation, groups=self.groups)]
-        grouping = {}
-        if self.groups > 1:
-            if not getattr(implementation, "supports_groups", False):
-                implementation = IMPLEMENTATIONS["basis"]
-            grouping["groups"] = self.groups
         return implementation(
             x,
             alpha,
@@ -238,7 +233,7 @@ class ACDAConv2d(nn.Module):
             self.padding,
             self.dilation,
             self.kernel_size,
-            **grouping,
+            groups=self.groups,
         )
 
     def extra_repr(self) -> str:

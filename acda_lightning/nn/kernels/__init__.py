@@ -1,12 +1,9 @@
 """ACDA forward implementations, each computing the same function (see ``nn.reference``).
 
 Every implementation has the signature
-``impl(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size)``
+``impl(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1)``
 with alpha (B, m, K, H_out, W_out), bases (K, k, k) or None (alpha holds the k*k atom
-entries directly), coefficients A (O, C, m) and bias (O,) or None. An implementation that
-also computes grouped ACDA takes ``groups=`` (A is then (O, C/groups, m)) and says so with
-the attribute ``supports_groups = True``; ``ACDAConv2d`` routes a grouped layer to "basis"
-when its chosen implementation does not.
+entries directly), coefficients A (O, C/groups, m) and bias (O,) or None.
 """
 
 from __future__ import annotations

@@ -35,6 +35,3 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     """channels_last for a channels_last 4-D input, else the default layout."""
     channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
     return torch.channels_last if channels_last else torch.contiguous_format
-
-
-acda_basis.supports_groups = True

@@ -220,6 +220,3 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
         if bias is not None:  # in place: the op's output is fresh and its backward does not need it
             output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))
     return output.to(output_dtype)
-
-
-acda_fused.supports_groups = True

@@ -530,6 +530,3 @@ def acda_triton(x, alpha, bases, coefficients, bias, stride, padding, dilation, 
     with autocast_disabled(x.device.type):
         return triton_acda(x.to(output_dtype), alpha, bases, coefficients, bias, kernel_size, stride, padding, dilation,
                            groups)
-
-
-acda_triton.supports_groups = True

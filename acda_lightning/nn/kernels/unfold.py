@@ -23,6 +23,3 @@ def acda_unfold(x, alpha, bases, coefficients, bias, stride, padding, dilation, 
     weight = coefficients.reshape(coefficients.shape[0], -1, 1, 1)
     # each group's channels are one contiguous block of atom_out (as in acda_basis), laid out as the input
     return F.conv2d(atom_out, weight, bias, groups=groups).contiguous(memory_format=memory_format_of(x))
-
-
-acda_unfold.supports_groups = True
