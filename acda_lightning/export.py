@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from .nn import ACDAConv2d
+from .utils import atomic_path
 
 FORMATS = {"onnx": ".onnx", "exported": ".pt2"}
 ONNX_OPSET = 17
@@ -167,13 +167,6 @@ def export(args: argparse.Namespace, overrides: list[str]) -> str:
     module.eval()
     x = example_input(module)
     writer = _write_onnx if args.format == "onnx" else _write_exported
-    handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        with torch.no_grad(), export_formulation(module):
-            writer(module, x, Path(temporary))
-        os.replace(temporary, out)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    with atomic_path(out) as temporary, torch.no_grad(), export_formulation(module):
+        writer(module, x, temporary)
     return f"{out} ({args.format}: {type(module).__name__} of {', '.join(args.config)}; batch, height, width dynamic)"
