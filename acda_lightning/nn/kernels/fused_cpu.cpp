@@ -1,411 +1,496 @@
-// Fused ACDA atom convolution on CPU: one per-pixel pass over x (NHWC) applying the per-pixel
-// atoms, immediately followed by the shared 1x1 (A) as a GEMM, one band of output rows at a time.
+// Fused ACDA atom convolution on CPU, channel-major and vectorised over output pixels.
 //
-//   z[p, a, c] = sum_t D[p, a, t] * xpad[window_t(p), c]        (m x C per output pixel p)
-//   y[o, p]    = sum_{a, c} W[o, a*C + c] * z[p, a, c]          (W = A permuted to (O, m*C))
+//   z[c*m + a, p] = sum_t D[a, t, p] * xpad[c, window_t(p)]        (C*m responses per output pixel p)
+//   y[o, p]       = sum_{c, a} A[o, c, a] z[c*m + a, p]             (A viewed as the (O, C*m) matrix it is)
 //
-// Each thread owns one band at a time: it forms the band's atoms D = alpha . bases, its responses
-// z, and multiplies them by W with a single-threaded GEMM (ATen's, i.e. MKL/oneDNN), so the only
-// full-size tensors are x, alpha and y, and a call has a single parallel region (no per-phase
-// barriers, which stall badly on a loaded machine). Backward recomputes z instead of saving it.
-// Grouped ACDA (A (O, C/g, m)) changes only the 1x1: see Mixing.
+// Work is cut into bands of output rows (a band may span several small images, so the GEMM stays wide).
+// Each thread owns one band at a time: it forms the band's atoms D = alpha . bases, its responses z
+// (C*m x pixels), and multiplies A by z with a single-threaded GEMM (oneDNN) that writes straight into
+// y, so the only full-size tensors are x, alpha and y, and a call has a single parallel region (no
+// per-phase barriers, which stall badly on a loaded machine). Backward recomputes z instead of saving it.
 //
-// The channel dim is padded to a multiple of the register block (zeros in x and W), so every
-// inner loop is a full block of vectors the compiler keeps in registers; ACDA_VECTOR_BYTES is the
-// build's vector width (fused.py builds one binary per ISA: 64 for AVX-512, 32 for AVX2).
-// Layouts: xpad (B, Hp, Wp, Cp), alpha (B, m, K, Ho, Wo), bases (K, k*k), W (O, m*Cp), y (B, O, Ho, Wo).
+// Every per-pixel loop runs over a vector of consecutive output pixels of one row, so no loop ever needs
+// a horizontal sum and the GEMMs take z, dL/dz and dL/dy in the layout they are made in (no transposed
+// copies). For that, x is zero-padded and split into stride*stride phase planes (xq): the taps of
+// consecutive output pixels then read consecutive addresses at every stride and dilation.
+// ACDA_VECTOR_BYTES is the build's vector width (fused.py builds one binary per ISA: 64 for AVX-512,
+// 32 for AVX2), from which the register blocks below follow.
+// Layouts: xq (B, C, s*s, Hq, Wq), alpha (B, m, K, P), bases (K, k*k), A (O, C/g, m), y (B, O, P).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #ifndef ACDA_VECTOR_BYTES
 #define ACDA_VECTOR_BYTES 16
 #endif
 
+namespace at::native {
+// oneDNN's matmul, which ATen's own addmm uses for bf16: result = alpha * mat1 @ mat2 + beta * result.
+// It reads transposed operands and writes a strided result without copies, and runs near peak on AMD
+// and Intel CPUs alike (MKL's sgemm, at::mm's default, ran at half speed on an AMD EPYC at these shapes).
+TORCH_API void mkldnn_matmul(const Tensor& mat1, const Tensor& mat2, const Tensor& result, float beta, float alpha);
+}  // namespace at::native
+
 namespace {
 
-// A band's responses z (pixels x m*C) stay in L2; the GEMM wants >= 256 pixels.
+// A band's responses z stay in L2 (1 MiB); the GEMM wants >= 256 pixels.
 constexpr int64_t kBandBytes = 1 << 20;
 constexpr int64_t kMinBandPixels = 256;
 
-// Two vectors of channels: with 6 atoms, 12 accumulators plus the loaded inputs fit the register file.
+// Pixels per vector, and the register blocks: with 6 atoms and 4 channels (AVX-512: 24 accumulators,
+// 6 atom vectors and one input vector in 32 registers; AVX2: 6 + 6 + 1 of 16).
 template <typename T>
-constexpr int64_t channel_block() { return 2 * ACDA_VECTOR_BYTES / sizeof(T); }
+constexpr int64_t lanes() { return ACDA_VECTOR_BYTES / sizeof(T); }
+constexpr int kAtomBlock = 6;
+constexpr int kChannelBlock = ACDA_VECTOR_BYTES >= 64 ? 4 : 1;
 
-int64_t padded_channels(int64_t channels, int64_t block) { return (channels + block - 1) / block * block; }
+// Calls fn(std::integral_constant<int, N>(), start) over [0, count) in blocks of N = Block, then of 1.
+template <int Block, typename Fn>
+inline void for_blocks(int64_t count, Fn&& fn) {
+  int64_t start = 0;
+  for (; start + Block <= count; start += Block) fn(std::integral_constant<int, Block>(), start);
+  for (; start < count; ++start) fn(std::integral_constant<int, 1>(), start);
+}
 
 struct Geometry {
-  int64_t channels, atoms, num_bases, ksize, stride, dilation, out_h, out_w, pad_w, band_rows;
+  int64_t batch, channels, atoms, num_bases, ksize, stride, dilation, out_h, out_w, padded_w, plane_h, plane_w,
+      band_rows;
+  std::vector<int64_t> tap_offsets;  // tap t's offset in a channel's phase planes, from the pixel's own position
+
   int64_t taps() const { return ksize * ksize; }
   int64_t pixels() const { return out_h * out_w; }
-  int64_t bands() const { return (out_h + band_rows - 1) / band_rows; }
-  // Offset of tap (u, v) from a window's top-left corner in the NHWC padded input.
-  int64_t tap_offset(int64_t u, int64_t v) const { return (u * pad_w + v) * dilation * channels; }
-  int64_t window_offset(int64_t p) const { return ((p / out_w) * pad_w + p % out_w) * stride * channels; }
+  int64_t rows() const { return batch * out_h; }  // output rows of the whole batch: bands cut these
+  int64_t bands() const { return (rows() + band_rows - 1) / band_rows; }
+  int64_t channel_stride() const { return stride * stride * plane_h * plane_w; }
+  int64_t image_stride() const { return channels * channel_stride(); }
 };
 
-// z[a0:a0+AB, :] for one pixel: AB x CB accumulators stay in registers over all taps.
-template <typename T, int AB>
-inline void apply_atoms_block(const T* xbase, const T* d, const Geometry& g, int64_t a0, T* z) {
-  constexpr int64_t CB = channel_block<T>();
-  const int64_t taps = g.taps();
-  for (int64_t c0 = 0; c0 < g.channels; c0 += CB) {
-    T acc[AB][CB] = {};
-    for (int64_t u = 0; u < g.ksize; ++u) {
-      for (int64_t v = 0; v < g.ksize; ++v) {
-        const T* xr = xbase + g.tap_offset(u, v) + c0;
-        const int64_t t = u * g.ksize + v;
-        for (int aa = 0; aa < AB; ++aa) {
-          const T dt = d[(a0 + aa) * taps + t];
-#pragma omp simd
-          for (int64_t cc = 0; cc < CB; ++cc) acc[aa][cc] += dt * xr[cc];
-        }
-      }
-    }
-    for (int aa = 0; aa < AB; ++aa) {
-      T* zr = z + (a0 + aa) * g.channels + c0;
-#pragma omp simd
-      for (int64_t cc = 0; cc < CB; ++cc) zr[cc] = acc[aa][cc];
+// Tap (u, v) of output pixel (i, j) reads xpad[i*s + u*d, j*s + v*d]: phase plane ((u*d) % s, (v*d) % s)
+// at (i + u*d / s, j + v*d / s), so the taps of consecutive j are consecutive in every phase plane.
+std::vector<int64_t> tap_offsets(int64_t ksize, int64_t stride, int64_t dilation, int64_t plane_h, int64_t plane_w) {
+  std::vector<int64_t> offsets;
+  for (int64_t u = 0; u < ksize; ++u) {
+    for (int64_t v = 0; v < ksize; ++v) {
+      const int64_t du = u * dilation, dv = v * dilation;
+      const int64_t phase = (du % stride) * stride + dv % stride;
+      offsets.push_back(phase * plane_h * plane_w + (du / stride) * plane_w + dv / stride);
     }
   }
+  return offsets;
 }
 
-// grad_D[a0:a0+AB, t] = sum_c gz[a, c] * x[window_t, c] for one pixel and one tap.
-template <typename T, int AB>
-inline void atom_grad_block(const T* xr, const T* gz, const Geometry& g, int64_t a0, T* gd, int64_t atom_stride) {
-  constexpr int64_t CB = channel_block<T>();
-  T acc[AB][CB] = {};
-  for (int64_t c0 = 0; c0 < g.channels; c0 += CB) {
-    for (int aa = 0; aa < AB; ++aa) {
-      const T* gzr = gz + (a0 + aa) * g.channels + c0;
-#pragma omp simd
-      for (int64_t cc = 0; cc < CB; ++cc) acc[aa][cc] += gzr[cc] * xr[c0 + cc];
-    }
-  }
-  for (int aa = 0; aa < AB; ++aa) {
-    T sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t cc = 0; cc < CB; ++cc) sum += acc[aa][cc];
-    gd[(a0 + aa) * atom_stride] = sum;
-  }
-}
-
-// dL/dx[window_t, :] += sum_a D[a0+a, t] gz[a0+a, :] over the taps, gz held in registers.
-template <typename T, int AB>
-inline void scatter_block(const T* d, const T* gzq, const Geometry& g, int64_t a0, T* gxbase) {
-  constexpr int64_t CB = channel_block<T>();
-  const int64_t taps = g.taps();
-  for (int64_t c0 = 0; c0 < g.channels; c0 += CB) {
-    T gzr[AB][CB];
-    for (int aa = 0; aa < AB; ++aa)
-#pragma omp simd
-      for (int64_t cc = 0; cc < CB; ++cc) gzr[aa][cc] = gzq[(a0 + aa) * g.channels + c0 + cc];
-    for (int64_t u = 0; u < g.ksize; ++u) {
-      for (int64_t v = 0; v < g.ksize; ++v) {
-        T* gxr = gxbase + g.tap_offset(u, v) + c0;
-        const int64_t t = u * g.ksize + v;
-        T acc[CB] = {};
-        for (int aa = 0; aa < AB; ++aa) {
-          const T dt = d[(a0 + aa) * taps + t];
-#pragma omp simd
-          for (int64_t cc = 0; cc < CB; ++cc) acc[cc] += dt * gzr[aa][cc];
-        }
-#pragma omp simd
-        for (int64_t cc = 0; cc < CB; ++cc) gxr[cc] += acc[cc];
-      }
-    }
-  }
-}
-
-constexpr int kAtomBlock = 6;
-
-// Calls fn(std::integral_constant<int, AB>, a0) over atom blocks of kAtomBlock and one remainder block.
-template <typename Fn>
-inline void for_atom_blocks(int64_t atoms, Fn&& fn) {
-  int64_t a0 = 0;
-  for (; a0 + kAtomBlock <= atoms; a0 += kAtomBlock) fn(std::integral_constant<int, kAtomBlock>(), a0);
-  switch (atoms - a0) {
-    case 5: fn(std::integral_constant<int, 5>(), a0); break;
-    case 4: fn(std::integral_constant<int, 4>(), a0); break;
-    case 3: fn(std::integral_constant<int, 3>(), a0); break;
-    case 2: fn(std::integral_constant<int, 2>(), a0); break;
-    case 1: fn(std::integral_constant<int, 1>(), a0); break;
-    default: break;
-  }
-}
-
-// One band of one image: output pixels [p0, p0 + count), and the thread's scratch for it.
+// One vector of output pixels: n <= V consecutive pixels of one row. Every loop computes all V lanes (a
+// row's last vector reads past the row's end: the phase planes are wide enough, the atoms of lanes >= n
+// are zero, and every operand buffer has a vector of slack), so the compiler keeps the accumulators in
+// registers; only the stores of per-pixel results are cut to n lanes.
 template <typename T>
-struct Band {
+struct Chunk {
+  const T* x;        // the image's xq at the pixels' own position (channel 0, phase 0)
+  int64_t q;         // band-local index of the first pixel in z and dL/dz (rows of count pixels)
+  int64_t qd;        // the same in D (rows of padded_w pixels)
+  const T* alpha;    // alpha at the first pixel
+  int64_t alpha_plane;  // alpha's stride between its (atom, basis) planes
+  T* grad_alpha;     // same place in dL/dalpha
+  T* grad_x;         // the image's dL/dxq at the pixels' own position
+  int64_t n;
+};
+
+// A vector of lanes<T>() values (GCC's vector extension: the compiler keeps arrays of these, indexed by
+// compile-time constants, in registers, where it spills plain arrays under `omp simd`).
+template <typename T>
+struct VectorOf;
+template <>
+struct VectorOf<float> { typedef float type __attribute__((vector_size(ACDA_VECTOR_BYTES))); };
+template <>
+struct VectorOf<double> { typedef double type __attribute__((vector_size(ACDA_VECTOR_BYTES))); };
+template <typename T>
+using Vec = typename VectorOf<T>::type;
+
+template <typename T>
+inline Vec<T> load(const T* source) {
+  Vec<T> value;
+  std::memcpy(&value, source, sizeof value);
+  return value;
+}
+
+template <typename T>
+inline void store(T* target, const Vec<T>& value) { std::memcpy(target, &value, sizeof value); }
+
+// The first n lanes only (a row's last vector).
+template <typename T>
+inline void store_first(T* target, const Vec<T>& value, int64_t n) {
+  if (n == lanes<T>()) {
+    store(target, value);
+  } else {
+    for (int64_t l = 0; l < n; ++l) target[l] = value[l];
+  }
+}
+
+template <typename T>
+struct PixelPass {
+  static constexpr int64_t V = lanes<T>();
   const Geometry& g;
-  const T* xb;       // this image's padded input
-  const T* alpha_b;  // this image's alpha (m, K, pixels)
-  const T* bases;
-  int64_t p0, count;
-  T* atoms;  // (count, m, k*k)
-  T* z;      // (count, m*Cp)
+  int64_t count;         // pixels in the band: the row stride of z and dL/dz
+  int64_t atom_pixels;   // the row stride of D: the band's rows, each padded to whole vectors
 
-  // D[q, a, t] = sum_k alpha[a, k, p0+q] bases[k, t].
-  void form_atoms() const {
-    const int64_t taps = g.taps(), pixels = g.pixels();
-    for (int64_t q = 0; q < count; ++q) {
-      for (int64_t a = 0; a < g.atoms; ++a) {
-        T* da = atoms + (q * g.atoms + a) * taps;
-        std::fill(da, da + taps, T(0));
+  // D[a, t, qd] = sum_k alpha[a, k, p] bases[k, t], zero in lanes past the row's end.
+  void form_atoms(const Chunk<T>& chunk, const T* bases, T* atoms) const {
+    const int64_t taps = g.taps(), plane = chunk.alpha_plane;
+    for (int64_t a = 0; a < g.atoms; ++a) {
+      const T* alpha_a = chunk.alpha + a * g.num_bases * plane;
+      for_blocks<8>(taps, [&](auto tb, int64_t t0) {
+        constexpr int TB = decltype(tb)::value;
+        Vec<T> acc[TB] = {};
         for (int64_t k = 0; k < g.num_bases; ++k) {
-          const T coefficient = alpha_b[(a * g.num_bases + k) * pixels + p0 + q];
-          const T* basis = bases + k * taps;
-#pragma omp simd
-          for (int64_t t = 0; t < taps; ++t) da[t] += coefficient * basis[t];
+          const Vec<T> coefficient = load(alpha_a + k * plane);
+          for (int tt = 0; tt < TB; ++tt) acc[tt] += bases[k * taps + t0 + tt] * coefficient;
         }
-      }
-    }
-  }
-
-  void responses() const {
-    const int64_t mc = g.atoms * g.channels, mt = g.atoms * g.taps();
-    for (int64_t q = 0; q < count; ++q) {
-      const T* xbase = xb + g.window_offset(p0 + q);
-      for_atom_blocks(g.atoms, [&](auto ab, int64_t a0) {
-        apply_atoms_block<T, decltype(ab)::value>(xbase, atoms + q * mt, g, a0, z + q * mc);
+        for (int tt = 0; tt < TB; ++tt) {
+          T* d = atoms + (a * taps + t0 + tt) * atom_pixels + chunk.qd;
+          store(d, acc[tt]);
+          std::fill(d + chunk.n, d + V, T(0));
+        }
       });
     }
   }
 
-  // dL/dalpha through dL/dD, written to grad_alpha_b (m, K, pixels).
-  void alpha_grads(const T* gz, T* grad_atoms, T* grad_alpha_b) const {
-    const int64_t mc = g.atoms * g.channels, taps = g.taps(), pixels = g.pixels();
-    for (int64_t q = 0; q < count; ++q) {
-      const T* xbase = xb + g.window_offset(p0 + q);
-      for (int64_t u = 0; u < g.ksize; ++u) {
-        for (int64_t v = 0; v < g.ksize; ++v) {
-          T* gd = grad_atoms + u * g.ksize + v;
-          for_atom_blocks(g.atoms, [&](auto ab, int64_t a0) {
-            atom_grad_block<T, decltype(ab)::value>(xbase + g.tap_offset(u, v), gz + q * mc, g, a0, gd, taps);
-          });
+  // z[c*m + a, q] for every channel and atom: AB x CB accumulators stay in registers over all taps.
+  void responses(const Chunk<T>& chunk, const T* atoms, T* z) const {
+    const int64_t taps = g.taps(), channel_stride = g.channel_stride();
+    for_blocks<kChannelBlock>(g.channels, [&](auto cb, int64_t c0) {
+      constexpr int CB = decltype(cb)::value;
+      for_blocks<kAtomBlock>(g.atoms, [&](auto ab, int64_t a0) {
+        constexpr int AB = decltype(ab)::value;
+        Vec<T> acc[CB][AB] = {};
+        for (int64_t t = 0; t < taps; ++t) {
+          const T* xt = chunk.x + c0 * channel_stride + g.tap_offsets[t];
+          const T* dt = atoms + (a0 * taps + t) * atom_pixels + chunk.qd;
+          Vec<T> d[AB];
+          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * atom_pixels);
+          for (int cc = 0; cc < CB; ++cc) {
+            const Vec<T> input = load(xt + cc * channel_stride);
+            for (int aa = 0; aa < AB; ++aa) acc[cc][aa] += d[aa] * input;
+          }
         }
-      }
-      for (int64_t a = 0; a < g.atoms; ++a) {
-        const T* gda = grad_atoms + a * taps;
-        for (int64_t k = 0; k < g.num_bases; ++k) {
-          const T* basis = bases + k * taps;
-          T sum = 0;
-#pragma omp simd reduction(+ : sum)
-          for (int64_t t = 0; t < taps; ++t) sum += gda[t] * basis[t];
-          grad_alpha_b[(a * g.num_bases + k) * pixels + p0 + q] = sum;
+        for (int cc = 0; cc < CB; ++cc)
+          for (int aa = 0; aa < AB; ++aa)
+            store_first(z + ((c0 + cc) * g.atoms + a0 + aa) * count + chunk.q, acc[cc][aa], chunk.n);
+      });
+    });
+  }
+
+  // dL/dalpha[a, k, p] = sum_t bases[k, t] sum_c gz[c*m + a, q] xq[c, window_t(p)]; grad_atoms: (m, k*k, V).
+  void alpha_grads(const Chunk<T>& chunk, const T* gz, const T* bases, T* grad_atoms) const {
+    const int64_t taps = g.taps(), channel_stride = g.channel_stride(), plane = g.pixels();
+    for_blocks<kAtomBlock>(g.atoms, [&](auto ab, int64_t a0) {
+      constexpr int AB = decltype(ab)::value;
+      // taps per block: the register budget of responses' channel block
+      for_blocks<kChannelBlock>(taps, [&](auto tb, int64_t t0) {
+        constexpr int TB = decltype(tb)::value;
+        Vec<T> acc[TB][AB] = {};
+        for (int64_t c = 0; c < g.channels; ++c) {
+          Vec<T> grad[AB];
+          for (int aa = 0; aa < AB; ++aa) grad[aa] = load(gz + (c * g.atoms + a0 + aa) * count + chunk.q);
+          for (int tt = 0; tt < TB; ++tt) {
+            const Vec<T> input = load(chunk.x + c * channel_stride + g.tap_offsets[t0 + tt]);
+            for (int aa = 0; aa < AB; ++aa) acc[tt][aa] += grad[aa] * input;
+          }
         }
+        for (int tt = 0; tt < TB; ++tt)
+          for (int aa = 0; aa < AB; ++aa) store(grad_atoms + ((a0 + aa) * taps + t0 + tt) * V, acc[tt][aa]);
+      });
+    });
+    for (int64_t a = 0; a < g.atoms; ++a) {
+      for (int64_t k = 0; k < g.num_bases; ++k) {
+        Vec<T> acc = {};
+        for (int64_t t = 0; t < taps; ++t) acc += bases[k * taps + t] * load(grad_atoms + (a * taps + t) * V);
+        store_first(chunk.grad_alpha + (a * g.num_bases + k) * plane, acc, chunk.n);
       }
     }
   }
 
-  // dL/dx: scattered into the windows of this band's pixels (other bands of the image may overlap
-  // them only at their edges, so bands of one image that run at the same time are two apart).
-  void input_grads(const T* gz, T* gxb) const {
-    const int64_t mc = g.atoms * g.channels, mt = g.atoms * g.taps();
-    for (int64_t q = 0; q < count; ++q) {
-      T* gxbase = gxb + g.window_offset(p0 + q);
-      for_atom_blocks(g.atoms, [&](auto ab, int64_t a0) {
-        scatter_block<T, decltype(ab)::value>(atoms + q * mt, gz + q * mc, g, a0, gxbase);
+  // dL/dxq[c, window_t(p)] += sum_a D[a, t, qd] gz[c*m + a, q], dL/dz held in registers over the taps. Lanes
+  // past the row's end add zero (their atoms are zero) to columns of the same plane row, which only this
+  // band's thread touches.
+  void input_grads(const Chunk<T>& chunk, const T* atoms, const T* gz) const {
+    const int64_t taps = g.taps(), channel_stride = g.channel_stride();
+    for_blocks<kChannelBlock>(g.channels, [&](auto cb, int64_t c0) {
+      constexpr int CB = decltype(cb)::value;
+      for_blocks<kAtomBlock>(g.atoms, [&](auto ab, int64_t a0) {
+        constexpr int AB = decltype(ab)::value;
+        Vec<T> grad[CB][AB];
+        for (int cc = 0; cc < CB; ++cc)
+          for (int aa = 0; aa < AB; ++aa) grad[cc][aa] = load(gz + ((c0 + cc) * g.atoms + a0 + aa) * count + chunk.q);
+        for (int64_t t = 0; t < taps; ++t) {
+          const T* dt = atoms + (a0 * taps + t) * atom_pixels + chunk.qd;
+          Vec<T> d[AB];
+          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * atom_pixels);
+          for (int cc = 0; cc < CB; ++cc) {
+            T* gx = chunk.grad_x + (c0 + cc) * channel_stride + g.tap_offsets[t];
+            Vec<T> sum = load(gx);
+            for (int aa = 0; aa < AB; ++aa) sum += d[aa] * grad[cc][aa];
+            store(gx, sum);
+          }
+        }
       });
-    }
+    });
   }
 };
 
-// Output rows per band: z within kBandBytes but at least kMinBandPixels for the GEMM, enough bands
-// for every thread, and (for backward's two passes) at least as many rows as a window's overlap.
-int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t row_bytes, int64_t overlap_rows) {
-  const int64_t fit = std::max<int64_t>(kBandBytes / std::max<int64_t>(row_bytes, 1),
+// Output rows per band: z within kBandBytes but at least kMinBandPixels for the GEMM, at least two bands
+// per thread (backward runs even and odd bands apart), and at least the rows a window overlaps its
+// neighbours by (bands two apart then never touch the same input row).
+int64_t band_rows(int64_t rows, int64_t out_w, int64_t pixel_bytes, int64_t overlap_rows) {
+  const int64_t fit = std::max<int64_t>(kBandBytes / std::max<int64_t>(out_w * pixel_bytes, 1),
                                         (kMinBandPixels + out_w - 1) / out_w);
-  const int64_t bands_per_image = (at::get_num_threads() + batch - 1) / batch;
-  const int64_t spread = (out_h + bands_per_image - 1) / bands_per_image;
-  return std::max<int64_t>({1, overlap_rows, std::min({out_h, fit, spread})});
+  const int64_t bands = 2 * at::get_num_threads();
+  const int64_t spread = (rows + bands - 1) / bands;
+  return std::max<int64_t>({1, overlap_rows, std::min(fit, spread)});
+}
+
+int64_t vector_lanes(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? lanes<double>() : lanes<float>();
 }
 
 Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
                        const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
-                       int64_t dilation, int64_t groups, int64_t block) {
+                       int64_t dilation, int64_t groups) {
   TORCH_CHECK(x.dim() == 4 && alpha.dim() == 5 && bases.dim() == 2,
               "fused ACDA: x (B,C,H,W), alpha (B,m,K,Ho,Wo), bases (K,k*k)");
   TORCH_CHECK(bases.size(1) == ksize * ksize && bases.size(0) == alpha.size(2), "fused ACDA: bases must be (K, k*k)");
   TORCH_CHECK(groups >= 1 && coefficients.dim() == 3 && coefficients.size(1) * groups == x.size(1) &&
                   coefficients.size(0) % groups == 0 && coefficients.size(2) == alpha.size(1),
               "fused ACDA: A must be (O, C/groups, m) with groups dividing O");
-  const int64_t channels = padded_channels(x.size(1), block);
-  const int64_t out_h = alpha.size(3), out_w = alpha.size(4);
-  // Bands i and i+2 of an image touch disjoint input rows once a band spans the window overlap.
-  const int64_t overlap_rows = (dilation * (ksize - 1) + stride) / stride - 1;
-  const int64_t row_bytes = out_w * alpha.size(1) * channels * x.element_size();
-  return Geometry{channels, alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w,
-                  x.size(3) + 2 * padding, band_rows(x.size(0), out_h, out_w, row_bytes, overlap_rows)};
+  const int64_t out_h = alpha.size(3), out_w = alpha.size(4), vector = vector_lanes(x);
+  const int64_t padded_w = (out_w + vector - 1) / vector * vector;
+  // Phase planes wide enough for a row's last vector at the widest tap.
+  const int64_t plane_h = (x.size(2) + 2 * padding + stride - 1) / stride;
+  const int64_t plane_w = std::max((x.size(3) + 2 * padding + stride - 1) / stride,
+                                   padded_w + dilation * (ksize - 1) / stride);
+  const int64_t overlap_rows = dilation * (ksize - 1) / stride;
+  const int64_t pixel_bytes = x.size(1) * alpha.size(1) * x.element_size();
+  return Geometry{x.size(0), x.size(1), alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w, padded_w,
+                  plane_h, plane_w, band_rows(x.size(0) * out_h, out_w, pixel_bytes, overlap_rows),
+                  tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
 }
 
-// x zero-padded in space and in channels (to a multiple of the register block), NHWC.
-at::Tensor padded_nhwc(const at::Tensor& x, int64_t padding, int64_t channels) {
-  auto xpad = at::zeros({x.size(0), x.size(2) + 2 * padding, x.size(3) + 2 * padding, channels}, x.options());
-  auto interior = xpad.narrow(1, padding, x.size(2)).narrow(2, padding, x.size(3)).narrow(3, 0, x.size(1));
-  interior.copy_(x.permute({0, 2, 3, 1}));
-  return xpad;
+// x zero-padded and split into phase planes: xq[b, c, ph*s + pw, i, j] = xpad[b, c, i*s + ph, j*s + pw].
+at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g) {
+  const int64_t s = g.stride;
+  auto xpad = at::zeros({x.size(0), x.size(1), g.plane_h * s, g.plane_w * s}, x.options());
+  xpad.narrow(2, padding, x.size(2)).narrow(3, padding, x.size(3)).copy_(x);
+  return xpad.view({x.size(0), x.size(1), g.plane_h, s, g.plane_w, s}).permute({0, 1, 3, 5, 2, 4}).contiguous();
 }
 
-// A (O, C, m) as the (O, m*Cp) matrix the responses z (pixels, m*Cp) multiply, zero in padded channels.
-at::Tensor gemm_weight(const at::Tensor& coefficients, int64_t channels) {
-  auto weight = at::zeros({coefficients.size(0), coefficients.size(2), channels}, coefficients.options());
-  weight.narrow(2, 0, coefficients.size(1)).copy_(coefficients.permute({0, 2, 1}));
-  return weight.view({coefficients.size(0), -1});
+// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W) from dL/dxq.
+at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int64_t padding, const Geometry& g) {
+  const int64_t s = g.stride;
+  return grad_xq.view({x.size(0), x.size(1), s, s, g.plane_h, g.plane_w}).permute({0, 1, 4, 2, 5, 3})
+      .reshape({x.size(0), x.size(1), g.plane_h * s, g.plane_w * s})
+      .narrow(2, padding, x.size(2)).narrow(3, padding, x.size(3)).contiguous();
 }
 
-// a (n x k) times b (m x k) transposed, (n x m), with a and b cast to gemm_type (bf16: AMX/AVX512-BF16,
-// accumulating in fp32). fp32/bf16 go through oneDNN's matmul (ATen's linear layers on x86), measured 2x
-// faster than at::mm's BLAS (MKL) at these shapes on an AMD EPYC; fp64 and builds without oneDNN use at::mm.
-at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& b, at::ScalarType gemm_type) {
-  static const auto onednn_linear = c10::Dispatcher::singleton().findOp({"mkldnn::_linear_pointwise", ""});
-  const auto lhs = a.to(gemm_type).contiguous(), rhs = b.to(gemm_type).contiguous();
-  if (!onednn_linear || gemm_type == at::kDouble) return at::mm(lhs, rhs.t());
-  torch::jit::Stack stack{lhs, rhs, c10::IValue(), std::string("none"), c10::List<std::optional<at::Scalar>>(),
-                          c10::IValue()};
-  onednn_linear->callBoxed(&stack);
-  return stack[0].toTensor();
+// out = a @ b (+ out when accumulate), a and b already in the GEMM's dtype; out float32/float64, strided.
+void gemm(const at::Tensor& a, const at::Tensor& b, at::Tensor out, bool accumulate) {
+  if (a.scalar_type() == at::kDouble) {
+    if (accumulate) out.addmm_(a, b);
+    else at::mm_out(out, a, b);
+  } else if (a.scalar_type() == out.scalar_type()) {
+    at::native::mkldnn_matmul(a, b, out, accumulate ? 1.f : 0.f, 1.f);
+  } else {  // bf16 operands: oneDNN accumulates in fp32 and rounds its result to bf16
+    auto rounded = at::empty(out.sizes(), a.options());
+    at::native::mkldnn_matmul(a, b, rounded, 0.f, 1.f);
+    if (accumulate) out.add_(rounded);
+    else out.copy_(rounded);
+  }
 }
 
-at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
-  return bf16_gemm ? at::kBFloat16 : x.scalar_type();
-}
-
-// The 1x1 by A on a band's responses z (count, m*Cp), in one of three forms:
-//  dense (groups = 1): one GEMM with W (O, m*Cp);
-//  grouped: one GEMM per group, z's columns of that group's C/g channels times A_g (O/g, m*C/g);
-//  per-channel (one input channel per group: depthwise, with any channel multiplier): no GEMM, since
-//    a group's would be (O/g x m); y[c*mult + j] = sum_a A[c*mult + j, a] z[a, c], vectorised over c.
+// The 1x1 by A on a band's responses z (C*m, count), rows in (c, a) order, in one of three forms:
+//  dense (groups = 1): one GEMM with A viewed as (O, C*m);
+//  grouped: one GEMM per group: A_g (O/g, C/g*m) times z's rows of that group's channels (contiguous);
+//  per-channel (one input channel per group: depthwise, with any channel multiplier): no GEMM, since a
+//    group's would be (O/g x m); y[c*mult + j] = sum_a A[c*mult + j, a] z[c*m + a], vectorised over pixels.
 template <typename T>
 struct Mixing {
   enum class Form { dense, grouped, per_channel };
   Form form;
-  int64_t groups, out_channels, in_channels, atoms, channels;  // channels: padded, as z's
+  int64_t groups, out_channels, in_channels, atoms;
   at::ScalarType gemm_type;  // the per-channel form computes in T (it has no GEMM to run in bf16)
-  // dense (O, m*Cp); grouped (g, O/g, m*C/g); per-channel (m, mult, C)
-  at::Tensor weight;
-  at::Tensor weight_t;  // backward's GEMM operand, the GEMM forms' weight transposed once (not per band)
+  at::Tensor weight;         // (groups, O/g, C/g*m) in gemm_type
 
-  Mixing(const at::Tensor& coefficients, int64_t groups, int64_t channels, at::ScalarType gemm_type,
-         bool for_backward = false)
+  Mixing(const at::Tensor& coefficients, int64_t groups, at::ScalarType gemm_type)
       : form(groups == 1 ? Form::dense : coefficients.size(1) == 1 ? Form::per_channel : Form::grouped),
         groups(groups), out_channels(coefficients.size(0)), in_channels(coefficients.size(1) * groups),
-        atoms(coefficients.size(2)), channels(channels),
-        gemm_type(form == Form::per_channel ? coefficients.scalar_type() : gemm_type) {
-    const int64_t group_out = out_channels / groups, group_in = in_channels / groups;
-    if (form == Form::dense) {
-      weight = gemm_weight(coefficients, channels).to(gemm_type);
-    } else if (form == Form::grouped) {
-      weight = coefficients.reshape({groups, group_out, group_in, atoms}).permute({0, 1, 3, 2}).contiguous()
-                   .view({groups, group_out, atoms * group_in}).to(gemm_type);
-    } else {
-      weight = coefficients.reshape({in_channels, group_out, atoms}).permute({2, 1, 0}).contiguous();
-    }
-    if (for_backward && form != Form::per_channel) weight_t = weight.transpose(-2, -1).contiguous();
-  }
-
-  // A thread's dL/dweight accumulator, zero.
-  at::Tensor zero_share(const at::TensorOptions& options) const { return at::zeros_like(weight, options); }
+        atoms(coefficients.size(2)), gemm_type(form == Form::per_channel ? coefficients.scalar_type() : gemm_type),
+        weight(coefficients.contiguous().view({groups, out_channels / groups, -1}).to(this->gemm_type)) {}
 
   int64_t group_out() const { return out_channels / groups; }
-  int64_t group_in() const { return in_channels / groups; }
+  int64_t group_rows() const { return in_channels / groups * atoms; }  // z's rows per group
 
-  // z (count, m*Cp) -> y_band (O, count), a view into y.
-  void forward(const at::Tensor& z, at::Tensor y_band) const {
-    const int64_t count = z.size(0);
-    if (form == Form::dense) {
-      y_band.copy_(matmul_nt(z, weight, gemm_type).t());
-    } else if (form == Form::grouped) {
+  // z (C*m, count) -> out (O, count), out possibly strided (a band of y).
+  void forward(const at::Tensor& z, at::Tensor out) const {
+    if (form != Form::per_channel) {
+      const auto zg = z.to(gemm_type);
       for (int64_t gi = 0; gi < groups; ++gi)
-        y_band.narrow(0, gi * group_out(), group_out())
-            .copy_(matmul_nt(group_columns(z, gi), weight[gi], gemm_type).t());
-    } else {
-      const int64_t mult = group_out(), cin = in_channels, mc = atoms * channels;
-      auto out = at::empty({count, mult, cin}, z.options());
-      const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>();
-      T* op = out.data_ptr<T>();
-      for (int64_t q = 0; q < count; ++q) {
-        for (int64_t j = 0; j < mult; ++j) {
-          T* o = op + (q * mult + j) * cin;
-          std::fill(o, o + cin, T(0));
-          for (int64_t a = 0; a < atoms; ++a) {
-            const T *wa = w + (a * mult + j) * cin, *za = zp + q * mc + a * channels;
+        gemm(weight[gi], zg.narrow(0, gi * group_rows(), group_rows()), out.narrow(0, gi * group_out(), group_out()),
+             false);
+      return;
+    }
+    const int64_t mult = group_out(), count = z.size(1), ld = out.stride(0);
+    const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    for (int64_t o = 0; o < out_channels; ++o) {
+      const T* zc = zp + (o / mult) * atoms * count;
+      T* y = op + o * ld;
+      std::fill(y, y + count, T(0));
+      for (int64_t a = 0; a < atoms; ++a) {
+        const T coefficient = w[o * atoms + a];
 #pragma omp simd
-            for (int64_t c = 0; c < cin; ++c) o[c] += wa[c] * za[c];
-          }
-        }
+        for (int64_t q = 0; q < count; ++q) y[q] += coefficient * zc[a * count + q];
       }
-      y_band.view({cin, mult, count}).copy_(out.permute({2, 1, 0}));
     }
   }
 
-  // Backward of forward for one band: returns dL/dz (count, m*Cp), zero in the padded channels, and adds
-  // this band's dL/dweight (weight's shape, unpermuted) to share. gy (O, count) in gemm_type.
+  // Backward of forward for one band: dL/dz (C*m, count) from gy (O, count, contiguous, in gemm_type for
+  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). dL/dz has a vector
+  // of zeros after its end, which the pixel passes read into lanes whose atoms are zero (zero, not garbage:
+  // 0 * NaN would be NaN).
   at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, at::Tensor share) const {
-    const int64_t count = z.size(0);
-    if (form == Form::dense) {
-      share.add_(matmul_nt(gy, z.t(), gemm_type));
-      return matmul_nt(gy.t(), weight_t, gemm_type).to(z.scalar_type());
-    }
-    auto gz = at::zeros({count, atoms * channels}, z.options());
-    if (form == Form::grouped) {
-      auto gz_groups = gz.view({count, atoms, channels});
+    const int64_t count = z.size(1);
+    at::Tensor storage = at::empty({z.numel() + lanes<T>()}, z.options());
+    storage.narrow(0, z.numel(), lanes<T>()).zero_();
+    at::Tensor gz = storage.narrow(0, 0, z.numel()).view(z.sizes());
+    if (form != Form::per_channel) {
+      const auto zg = z.to(gemm_type);
       for (int64_t gi = 0; gi < groups; ++gi) {
         const auto gyg = gy.narrow(0, gi * group_out(), group_out());
-        share[gi].add_(matmul_nt(gyg, group_columns(z, gi).t(), gemm_type));
-        gz_groups.narrow(2, gi * group_in(), group_in())
-            .copy_(matmul_nt(gyg.t(), weight_t[gi], gemm_type).view({count, atoms, group_in()}));
+        gemm(gyg, zg.narrow(0, gi * group_rows(), group_rows()).t(), share[gi], true);
+        gemm(weight[gi].t(), gyg, gz.narrow(0, gi * group_rows(), group_rows()), false);
       }
       return gz;
     }
-    const int64_t mult = group_out(), cin = in_channels, mc = atoms * channels;
-    const auto gyb = gy.view({cin, mult, count}).permute({2, 1, 0}).contiguous();  // (count, mult, C)
-    const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>(), *gp = gyb.data_ptr<T>();
+    const int64_t mult = group_out();
+    const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>(), *gp = gy.data_ptr<T>();
     T *gzp = gz.data_ptr<T>(), *sp = share.data_ptr<T>();
-    for (int64_t q = 0; q < count; ++q) {
+    std::fill(gzp, gzp + gz.numel(), T(0));
+    for (int64_t o = 0; o < out_channels; ++o) {
+      const T* g = gp + o * count;
       for (int64_t a = 0; a < atoms; ++a) {
-        const T* za = zp + q * mc + a * channels;
-        T* gza = gzp + q * mc + a * channels;
-        for (int64_t j = 0; j < mult; ++j) {
-          const T *wa = w + (a * mult + j) * cin, *g = gp + (q * mult + j) * cin;
-          T* s = sp + (a * mult + j) * cin;
-#pragma omp simd
-          for (int64_t c = 0; c < cin; ++c) {
-            gza[c] += wa[c] * g[c];
-            s[c] += za[c] * g[c];
-          }
+        const int64_t row = ((o / mult) * atoms + a) * count;
+        const T coefficient = w[o * atoms + a];
+        T dot = 0;
+#pragma omp simd reduction(+ : dot)
+        for (int64_t q = 0; q < count; ++q) {
+          gzp[row + q] += coefficient * g[q];
+          dot += zp[row + q] * g[q];
         }
+        sp[o * atoms + a] += dot;
       }
     }
     return gz;
   }
+};
 
-  // dL/dA (O, C/g, m) from the summed shares.
-  at::Tensor coefficient_grad(const at::Tensor& weight_grad) const {
-    if (form == Form::dense)
-      return weight_grad.view({out_channels, atoms, channels}).narrow(2, 0, in_channels).permute({0, 2, 1});
-    if (form == Form::grouped)
-      return weight_grad.view({out_channels, atoms, group_in()}).permute({0, 2, 1});
-    return weight_grad.permute({2, 1, 0}).reshape({out_channels, 1, atoms});
+// One band: global output rows [row0, row0 + rows) of the batch, and the thread's scratch for it.
+template <typename T>
+struct Band {
+  const Geometry& g;
+  int64_t row0, rows;
+
+  int64_t count() const { return rows * g.out_w; }
+
+  // Calls fn(image, first row in the image, rows, band-local pixel of the first) per image the band covers.
+  template <typename Fn>
+  void for_images(Fn&& fn) const {
+    for (int64_t row = row0; row < row0 + rows;) {
+      const int64_t b = row / g.out_h, r = row % g.out_h, n = std::min(g.out_h - r, row0 + rows - row);
+      fn(b, r, n, (row - row0) * g.out_w);
+      row += n;
+    }
   }
 
-  // Group gi's columns of z: (count, m*C/g), contiguous.
-  at::Tensor group_columns(const at::Tensor& z, int64_t gi) const {
-    return z.view({z.size(0), atoms, channels}).narrow(2, gi * group_in(), group_in()).reshape({z.size(0), -1});
+  // D's row stride: the band's rows, each padded to whole vectors.
+  int64_t atom_pixels() const { return rows * g.padded_w; }
+
+  // Calls fn(pass, chunk) for every vector of pixels in the band.
+  template <typename Fn>
+  void for_chunks(const T* xq, const T* alpha, T* grad_alpha, T* grad_xq, Fn&& fn) const {
+    constexpr int64_t V = lanes<T>();
+    const PixelPass<T> pass{g, count(), atom_pixels()};
+    const int64_t plane = g.pixels(), alpha_stride = g.atoms * g.num_bases * plane;
+    std::vector<T> last_alpha;  // the batch's last vector of alpha, copied with a vector of slack
+    for (int64_t row = row0; row < row0 + rows; ++row) {
+      const int64_t b = row / g.out_h, r = row % g.out_h;
+      for (int64_t j = 0; j < g.out_w; j += V) {
+        const int64_t position = r * g.plane_w + j, p = r * g.out_w + j, n = std::min(V, g.out_w - j);
+        Chunk<T> chunk{xq + b * g.image_stride() + position, (row - row0) * g.out_w + j,
+                       (row - row0) * g.padded_w + j, alpha + b * alpha_stride + p, plane,
+                       grad_alpha ? grad_alpha + b * alpha_stride + p : nullptr,
+                       grad_xq ? grad_xq + b * g.image_stride() + position : nullptr, n};
+        if (b == g.batch - 1 && p + V > plane) {  // a full vector would read past alpha's end
+          last_alpha.assign(g.atoms * g.num_bases * V, T(0));
+          for (int64_t plane_index = 0; plane_index < g.atoms * g.num_bases; ++plane_index)
+            std::copy_n(chunk.alpha + plane_index * plane, n, last_alpha.data() + plane_index * V);
+          chunk.alpha = last_alpha.data();
+          chunk.alpha_plane = V;
+        }
+        fn(pass, chunk);
+      }
+    }
   }
 };
 
 template <typename T>
-Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alpha, const at::Tensor& bases,
-                int64_t b, int64_t band, T* atoms, T* z) {
-  const int64_t p0 = band * g.band_rows * g.out_w;
-  const int64_t count = std::min(g.band_rows * g.out_w, g.pixels() - p0);
-  return Band<T>{g, xpad[b].data_ptr<T>(), alpha[b].data_ptr<T>(), bases.data_ptr<T>(), p0, count, atoms, z};
+bool in_one_image(const Band<T>& band) {
+  return band.row0 / band.g.out_h == (band.row0 + band.rows - 1) / band.g.out_h;
+}
+
+// A (B, O, Ho, Wo) tensor's band as an (O, count) matrix: a view when the band lies in one image, else a copy.
+template <typename T>
+at::Tensor gather_band(const at::Tensor& tensor, const Band<T>& band) {
+  const auto& g = band.g;
+  if (in_one_image(band))
+    return tensor[band.row0 / g.out_h].view({tensor.size(1), -1}).narrow(1, (band.row0 % g.out_h) * g.out_w,
+                                                                           band.count());
+  auto gathered = at::empty({tensor.size(1), band.count()}, tensor.options());
+  band.for_images([&](int64_t b, int64_t r, int64_t n, int64_t q) {
+    gathered.narrow(1, q, n * g.out_w).copy_(tensor[b].view({tensor.size(1), -1}).narrow(1, r * g.out_w, n * g.out_w));
+  });
+  return gathered;
+}
+
+// values (O, count) written into a (B, O, Ho, Wo) tensor's band.
+template <typename T>
+void scatter_band(const at::Tensor& values, at::Tensor& tensor, const Band<T>& band) {
+  const auto& g = band.g;
+  band.for_images([&](int64_t b, int64_t r, int64_t n, int64_t q) {
+    tensor[b].view({tensor.size(1), -1}).narrow(1, r * g.out_w, n * g.out_w).copy_(values.narrow(1, q, n * g.out_w));
+  });
+}
+
+// A band's atoms D (m*k*k, count) and responses z (C*m, count), both with rows of stride count.
+template <typename T>
+void form_responses(const Band<T>& band, const T* xq, const T* alpha, const T* bases, T* atoms, T* z) {
+  band.for_chunks(xq, alpha, nullptr, nullptr, [&](auto pass, const Chunk<T>& chunk) {
+    pass.form_atoms(chunk, bases, atoms);
+    pass.responses(chunk, atoms, z);
+  });
+}
+
+// The band's (C*m, count) responses in a thread's scratch.
+template <typename T>
+at::Tensor responses_of(const Band<T>& band, const at::Tensor& storage) {
+  const int64_t rows = band.g.channels * band.g.atoms;
+  return storage.narrow(0, 0, rows * band.count()).view({rows, band.count()});
+}
+
+at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
+  return bf16_gemm ? at::kBFloat16 : x.scalar_type();
 }
 
 }  // namespace
@@ -413,29 +498,32 @@ Band<T> band_of(const Geometry& g, const at::Tensor& xpad, const at::Tensor& alp
 at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
                          const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
                          int64_t dilation, int64_t groups, bool bf16_gemm) {
+  at::NoGradGuard no_grad;
   at::Tensor y;
-  const auto gemm_type = gemm_type_of(x, bf16_gemm);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_forward", [&] {
-    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups,
-                                     channel_block<scalar_t>());
-    const auto xpad = padded_nhwc(x, padding, g.channels);
-    const Mixing<scalar_t> mixing(coefficients, groups, g.channels, gemm_type);
-    const int64_t batch = x.size(0), out_channels = coefficients.size(0), bands = g.bands();
-    const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
-    y = at::empty({batch, out_channels, g.out_h, g.out_w}, x.options());
+    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
+    const auto xq = phase_planes(x, padding, g);
+    const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
+    const int64_t out_channels = coefficients.size(0), band_pixels = g.band_rows * g.out_w;
+    y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
     const bool inference = c10::InferenceMode::is_enabled();
-    at::parallel_for(0, batch * bands, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.bands(), 1, [&](int64_t begin, int64_t end) {
       c10::InferenceMode same_mode_as_caller(inference);  // worker threads do not inherit it
-      auto z = at::empty({band_pixels, mc}, x.options());
-      auto atoms = at::empty({band_pixels, g.atoms * g.taps()}, x.options());
-      for (int64_t item = begin; item < end; ++item) {
-        const int64_t b = item / bands;
-        const auto band = band_of<scalar_t>(g, xpad, alpha, bases, b, item % bands, atoms.data_ptr<scalar_t>(),
-                                            z.data_ptr<scalar_t>());
-        band.form_atoms();
-        band.responses();
-        auto out = y[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
-        mixing.forward(z.narrow(0, 0, band.count), out);
+      at::NoGradGuard no_grad;  // nor grad mode: this op's inner ATen calls are not autograd's business
+      auto z_storage = at::empty({g.channels * g.atoms * band_pixels}, x.options());
+      auto atoms = at::empty({g.atoms * g.taps() * g.band_rows * g.padded_w}, x.options());
+      for (int64_t index = begin; index < end; ++index) {
+        const Band<scalar_t> band{g, index * g.band_rows, std::min(g.band_rows, g.rows() - index * g.band_rows)};
+        const auto z = responses_of(band, z_storage);
+        form_responses(band, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
+                       atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+        if (in_one_image(band)) {
+          mixing.forward(z, gather_band(y, band));
+        } else {
+          auto out = at::empty({out_channels, band.count()}, x.options());
+          mixing.forward(z, out);
+          scatter_band(out, y, band);
+        }
       }
     });
   });
@@ -446,48 +534,47 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
                                        const at::Tensor& bases, const at::Tensor& coefficients, int64_t ksize,
                                        int64_t stride, int64_t padding, int64_t dilation, int64_t groups,
                                        bool bf16_gemm) {
+  at::NoGradGuard no_grad;
   at::Tensor grad_x, grad_alpha, grad_coefficients;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
-    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups,
-                                     channel_block<scalar_t>());
-    const auto xpad = padded_nhwc(x, padding, g.channels);
-    const Mixing<scalar_t> mixing(coefficients, groups, g.channels, gemm_type_of(x, bf16_gemm), true);
+    const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
+    const auto xq = phase_planes(x, padding, g);
+    const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
-    const int64_t batch = x.size(0), out_channels = coefficients.size(0), bands = g.bands();
-    const int64_t band_pixels = g.band_rows * g.out_w, mc = g.atoms * g.channels;
-    auto grad_xpad = at::zeros_like(xpad);
+    const int64_t bands = g.bands(), band_pixels = g.band_rows * g.out_w;
+    auto grad_xq = at::zeros_like(xq);
     grad_alpha = at::empty_like(alpha);
-    // Each thread sums its bands' share of dL/dW; the shares are added once at the end.
-    auto grad_weight_shares = at::stack(std::vector<at::Tensor>(at::get_num_threads(), mixing.zero_share(x.options())));
+    // Each thread sums its bands' share of dL/dA; the shares are added once at the end.
+    auto grad_weight_shares = at::zeros({at::get_num_threads(), mixing.weight.size(0), mixing.weight.size(1),
+                                         mixing.weight.size(2)}, x.options());
     const bool inference = c10::InferenceMode::is_enabled();
     // Two passes (even bands, then odd ones): bands of one image running together never share an input row.
     for (int64_t parity = 0; parity < 2; ++parity) {
-      const int64_t bands_of_parity = (bands - parity + 1) / 2;
-      at::parallel_for(0, batch * bands_of_parity, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, (bands - parity + 1) / 2, 1, [&](int64_t begin, int64_t end) {
         c10::InferenceMode same_mode_as_caller(inference);
-        auto z = at::empty({band_pixels, mc}, x.options());
-        auto atoms = at::empty({band_pixels, g.atoms * g.taps()}, x.options());
-        auto grad_atoms = at::empty({g.atoms * g.taps()}, x.options());
-        auto grad_weight = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
+        at::NoGradGuard no_grad;
+        auto z_storage = at::empty({g.channels * g.atoms * band_pixels}, x.options());
+        auto atoms = at::empty({g.atoms * g.taps() * g.band_rows * g.padded_w}, x.options());
+        auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
+        auto share = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
         for (int64_t item = begin; item < end; ++item) {
-          const int64_t b = item / bands_of_parity, band_index = 2 * (item % bands_of_parity) + parity;
-          const auto band = band_of<scalar_t>(g, xpad, alpha, bases, b, band_index, atoms.data_ptr<scalar_t>(),
-                                              z.data_ptr<scalar_t>());
-          band.form_atoms();
-          band.responses();
-          auto gy = grad_y_gemm[b].view({out_channels, g.pixels()}).narrow(1, band.p0, band.count);
-          auto zb = z.narrow(0, 0, band.count);
-          const auto gzb = mixing.backward(gy, zb, grad_weight);
-          band.alpha_grads(gzb.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>(),
-                           grad_alpha[b].data_ptr<scalar_t>());
-          band.input_grads(gzb.data_ptr<scalar_t>(), grad_xpad[b].data_ptr<scalar_t>());
+          const int64_t index = 2 * item + parity;
+          const Band<scalar_t> band{g, index * g.band_rows, std::min(g.band_rows, g.rows() - index * g.band_rows)};
+          const auto z = responses_of(band, z_storage);
+          form_responses(band, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
+                         atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+          const auto gz = mixing.backward(gather_band(grad_y_gemm, band).contiguous(), z, share);
+          band.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
+                          grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
+                            pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
+                                             grad_atoms.data_ptr<scalar_t>());
+                            pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>());
+                          });
         }
       });
     }
-    const int64_t channels = x.size(1), height = x.size(2), width = x.size(3);
-    grad_x = grad_xpad.narrow(1, padding, height).narrow(2, padding, width).narrow(3, 0, channels)
-                 .permute({0, 3, 1, 2});
-    grad_coefficients = mixing.coefficient_grad(grad_weight_shares.sum(0));
+    grad_x = from_phase_planes(grad_xq, x, padding, g);
+    grad_coefficients = grad_weight_shares.sum(0).view(coefficients.sizes());
   });
   return {grad_x, grad_alpha, grad_coefficients};
 }
