@@ -44,7 +44,8 @@ def resources(compiled, scratch: Path) -> dict:
 
 def compile_kernel(kernel, pointer_types, constexprs, blocks, target):
     source = ASTSource(kernel, signature(kernel, pointer_types, constexprs), constexprs)
-    return triton.compile(source, target=target, options={"num_warps": blocks["warps"]})
+    options = {"num_warps": blocks["warps"], **({"num_stages": blocks["stages"]} if "stages" in blocks else {})}
+    return triton.compile(source, target=target, options=options)
 
 
 def main() -> int:
@@ -69,7 +70,7 @@ def main() -> int:
                      {"x_ptr": x_type, "d_ptr": gemm_type, "z_ptr": gemm_type}, dots),
                     ("atom_grad", triton_acda._acda_atom_grad_kernel, triton_acda.BACKWARD_BLOCKS,
                      {"x_ptr": x_type, "gz_ptr": gemm_type, "gd_ptr": acc_type}, dots),
-                    ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.BACKWARD_BLOCKS,
+                    ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.INPUT_GRAD_BLOCKS,
                      {"gz_ptr": gemm_type, "d_ptr": gemm_type, "gx_ptr": x_type}, backward),
                 ]:
                     constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])

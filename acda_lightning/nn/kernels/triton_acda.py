@@ -67,14 +67,19 @@ except ImportError:  # the package still imports without Triton; available() say
     triton = tl = None
 
 # Tile sizes: output pixels, input channels and output channels per program, and warps; the taps are
-# contracted TAP_BLOCK at a time (the least contraction a bf16/fp16 ``tl.dot`` takes, so k*k taps are
-# padded to a multiple of 16: 16, 32, 64 at k = 3, 5, 7). Not yet timed on a GPU. The forward's output
-# block spans up to 256 channels, so at Table 6's 256 outputs every pixel tile computes its responses
-# once for all of them (one pass over x and D). Its 16-channel blocks keep the 1x1's operand tile
-# (16 channels x 8 atoms) x 256 outputs at 32K values. With 64-bit offsets (images past 2^31 elements)
-# the output block is 64 wide (that path needs more registers per address).
-FORWARD_BLOCKS = {"pixels": 32, "channels": 16, "outputs": 256, "outputs_64bit": 64, "warps": 8}
-BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "warps": 8}
+# contracted TAP_BLOCK at a time (the least contraction a bf16/fp16 ``tl.dot`` takes, so the k*k taps
+# are padded to 16, 32, 64 at k = 3, 5, 7). Not yet timed on a GPU. Chosen with ptxas (sm_90, bf16,
+# k = 7, 8 atoms; tests/triton_compile_check.py): the batched window dots hold 3D tiles whose addresses
+# cost registers, so 16x16 tiles are the widest that compile without spills (forward 186 registers at
+# 128 outputs, 255 with a 8-byte spill at 256, 255 with spills at 32 pixels or channels; responses 128,
+# atom gradient 184). A 128-wide output block computes the responses once per 128 outputs (twice at
+# Table 6's 256). The forward is not software-pipelined (one stage): two stages of its fp32/fp64 A tiles
+# took 98-197 KB of shared memory, past an A100's 163 KB at fp64. The input-gradient gather (2D tiles, no dot) takes 16 pixels by up to 256 channels: each
+# channel block re-reads D, so at up to 256 channels D is read once per pixel tile (bf16 226 registers,
+# fp64 254, no spills; 32 pixels spilled 48-128 bytes).
+FORWARD_BLOCKS = {"pixels": 16, "channels": 16, "outputs": 128, "outputs_64bit": 64, "warps": 8, "stages": 1}
+BACKWARD_BLOCKS = {"pixels": 16, "channels": 16, "warps": 8}
+INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "warps": 8}
 TAP_BLOCK = 16
 
 
@@ -96,7 +101,7 @@ def _window_responses(corner, atoms_p, c, c_ok, p_ok, num_atoms, sx_c, step_h, s
     window = corner[:, None, None] + c[None, :, None] * sx_c
     window_ok = p_ok[:, None, None] & c_ok[None, :, None]
     z = tl.zeros((BLOCK_P, BLOCK_C, ATOMS), dtype=ACC)
-    for t0 in tl.static_range(0, KSIZE * KSIZE, TAP_BLOCK):
+    for t0 in range(0, KSIZE * KSIZE, TAP_BLOCK):
         t = t0 + tl.arange(0, TAP_BLOCK)
         t_ok = t < KSIZE * KSIZE
         tap = (t // KSIZE) * step_h + (t % KSIZE) * step_w
@@ -204,7 +209,7 @@ def _acda_atom_grad_kernel(
     a_ok = a < num_atoms
     gz_p = gz_ptr + batch * sg_b + p * sg_p
     grad_atoms = gd_ptr + batch * sgd_b + p * sgd_p
-    for t0 in tl.static_range(0, KSIZE * KSIZE, TAP_BLOCK):
+    for t0 in range(0, KSIZE * KSIZE, TAP_BLOCK):
         t = t0 + tl.arange(0, TAP_BLOCK)
         t_ok = t < KSIZE * KSIZE
         tap = (t // KSIZE) * dilation * sx_h + (t % KSIZE) * dilation * sx_w
@@ -320,7 +325,7 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
     tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
     outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
     return dict(tiles, **_dot_settings(x, coefficients.shape[2]),
-                BLOCK_O=_block(coefficients.shape[0] // groups, outputs))
+                BLOCK_O=_block(coefficients.shape[0] // groups, outputs), num_stages=blocks["stages"])
 
 
 def _dot_settings(x: torch.Tensor, num_atoms: int) -> dict:
@@ -485,14 +490,16 @@ def triton_acda_backward(
     grad_responses = torch.einsum("bgop,gocm->bmgcp", grad_y, grouped_coefficients).flatten(2, 3)
     grad_atoms = torch.empty(atoms.shape if need_grad_alpha else (0,), dtype=accumulate, device=x.device)
     grad_x = torch.empty_like(x) if need_grad_x else x.new_empty(0)
-    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, [xpad, atoms, responses, grad_responses], channels)
+    per_image = [xpad, atoms, responses, grad_responses]
+    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, per_image, channels)
     dots = _dot_settings(x, num_atoms)
+    gather = _tile_settings(x, kernel_size, INPUT_GRAD_BLOCKS, per_image, channels)
     pixel_tiles = triton.cdiv(pixels, settings["BLOCK_P"])
-    channel_blocks = triton.cdiv(channels, settings["BLOCK_C"])
+    gather_tiles = (triton.cdiv(height * width, gather["BLOCK_P"]), triton.cdiv(channels, gather["BLOCK_C"]))
     with _on_device(x.device):
         for images in _batch_chunks(batch):
             count = images.stop - images.start
-            _acda_responses_kernel[(pixel_tiles, channel_blocks, count)](
+            _acda_responses_kernel[(pixel_tiles, triton.cdiv(channels, settings["BLOCK_C"]), count)](
                 xpad[images], atoms[images], responses[images],
                 channels, num_atoms, out_w, pixels, stride, dilation,
                 *xpad.stride(), *atoms.stride(), *responses.stride(),
@@ -506,11 +513,11 @@ def triton_acda_backward(
                     **settings, **dots,
                 )
             if need_grad_x:
-                _acda_input_grad_kernel[(triton.cdiv(height * width, settings["BLOCK_P"]), channel_blocks, count)](
+                _acda_input_grad_kernel[(*gather_tiles, count)](
                     grad_responses[images], atoms[images], grad_x[images],
                     channels, num_atoms, width, height * width, alpha.shape[3], out_w, padding, stride, dilation,
                     *grad_responses.stride(), *atoms.stride(), *grad_x.stride(),
-                    **settings,
+                    **gather,
                 )
     grad_coefficients = torch.einsum("bgop,bmgcp->gocm", grad_y, responses.unflatten(2, (groups, -1)))
     grad_coefficients = grad_coefficients.flatten(0, 1).to(coefficients.dtype)
