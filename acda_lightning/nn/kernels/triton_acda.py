@@ -4,13 +4,14 @@ Design (the CPU ``fused`` kernel's, on GPU tiles). As there, the atoms come firs
 (m*k*k values per output pixel) with one small einsum per call, or alpha itself (a view) when
 there are no bases; and x is zero-padded once, so every tap of every output pixel is in bounds
 and the inner loop has no bounds arithmetic. One program owns BLOCK_P output pixels of one image
-and BLOCK_O output channels. For each atom a and block of BLOCK_C input channels it accumulates the
-response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in registers (one
-atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
-``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
-unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
-``channels_last`` output). One output block spans up to 256 channels (64 with 64-bit offsets); with
-more, z is recomputed once per output block.
+and BLOCK_O output channels. For each block of BLOCK_C input channels it computes the responses
+z[p, c, a] = sum_t xpad[window_t(p), c] D[p, a, t] on tensor cores, as a batched ``tl.dot`` (per pixel
+its (channels x taps) window times its (taps x atoms) atoms, 16 taps at a time, atoms padded to a
+power of two), and feeds that tile, flattened to (pixels x (channel, atom)), straight into ``tl.dot``
+with A: the (B, C*m, H, W) response never exists in global memory, nor do the unfolded patches. Every
+tensor is addressed through its strides (a ``channels_last`` input gives a ``channels_last`` output).
+One output block spans up to 128 channels (64 with 64-bit offsets); with more, z is recomputed once
+per output block.
 
 Groups (``nn.Conv2d``'s geometry; A is (O, C/g, m), the atoms D are shared by every group): an output
 block lies inside one group and loops over that group's C/g input channels only; when O/g is below 16
@@ -24,12 +25,12 @@ would cost C*m values per pixel, m times the input). It is three kernels around 
 program adds into another's output (no atomics; each value is written once):
 gz[b, m, c, p] = sum_o gy[b, o, p] A[o, c, m] (torch GEMM); the responses kernel recomputes
 z[b, m, c, p]; grad_A = gy^T z (torch GEMM over batch and pixels); the atom-gradient kernel
-grad_D[p, m, t] = sum_c gz[p, m, c] xpad[window_t(p), c], one program per (pixel tile, atom) looping
-over every channel; and the input-gradient kernel gathers, per input pixel, over the (output pixel,
-tap) pairs whose window covers it: grad_x[q, c] = sum D[p, m, t] gz[p, m, c]. The grad_x (and
+grad_D[p, m, t] = sum_c xpad[window_t(p), c] gz[p, m, c], the same batched dot transposed, one
+program per pixel tile looping over every channel; and the input-gradient kernel gathers, per input pixel, over the (output pixel,
+tap) pairs whose window covers it: grad_x[q, c] = sum D[p, m, t] gz[p, m, c] (CUDA cores). The grad_x (and
 grad_D) kernel is skipped when x (alpha) needs no gradient. Then grad_alpha = grad_D . bases^T
-(einsum). The bases are fixed: no gradient. Transient memory: D in forward; D, padded x, z and gz
-(each m times x, in x's dtype for fp16/bf16, else float32) and grad_D in backward. Under ``torch.use_deterministic_algorithms`` or
+(einsum). The bases are fixed: no gradient. Transient memory: D (in x's dtype for fp16/bf16, else
+float32) in forward; D, padded x, z and gz (each m times x, same dtype) and grad_D (float32) in backward. Under ``torch.use_deterministic_algorithms`` or
 ``cudnn.deterministic`` "auto" does not pick this kernel and an explicit impl="triton" is an error
 (``kernels.cuda_impl``) until a GPU run has shown it bitwise reproducible.
 
