@@ -39,3 +39,13 @@ def test_markdown_says_it_is_a_prediction(capsys):
     text = capsys.readouterr().out
     assert "PREDICTED (not measured) at H100 SXM5 peaks" in text
     assert "| 7 | 32 | triton |" in text and "| 7 | 32 | conv |" in text
+
+
+def test_triton_counts_its_padded_dots_and_beats_half_a_conv_at_k7(capsys):
+    rows = roofline_rows(capsys, "--kernel-sizes", "7", "--batch", "32")
+    forward = rows["triton", 7, 32]["forward"]
+    # window dots: 49 taps padded to 64, 6 atoms to 8, once per 128-wide output block (2 at 256 outputs);
+    # the 1x1 over (256 channels x 8 padded atoms) into 256 outputs; 32 images of 100^2 pixels
+    window, pointwise = 32 * 10**4 * 256 * 64 * 8, 32 * 10**4 * 256 * 256 * 8
+    assert forward["tensor_macs"] == 2 * window + pointwise
+    assert rows["triton", 7, 32]["forward_backward"]["layer_vs_conv"] <= 0.5

@@ -44,7 +44,8 @@ def resources(compiled, scratch: Path) -> dict:
 
 def compile_kernel(kernel, pointer_types, constexprs, blocks, target):
     source = ASTSource(kernel, signature(kernel, pointer_types, constexprs), constexprs)
-    return triton.compile(source, target=target, options={"num_warps": blocks["warps"]})
+    options = {"num_warps": blocks["warps"], **({"num_stages": blocks["stages"]} if "stages" in blocks else {})}
+    return triton.compile(source, target=target, options=options)
 
 
 def main() -> int:
@@ -55,21 +56,22 @@ def main() -> int:
         for x_type, accumulate, operand, precision, index in DTYPES:
             acc_type = "fp64" if accumulate == tl.float64 else "fp32"
             for kernel_size in (3, 7):
-                common = dict(KSIZE=kernel_size, ACC=accumulate, OPERAND=operand, DOT=operand, PRECISION=precision,
-                              INDEX=index)
-                line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
                 backward = dict(KSIZE=kernel_size, ACC=accumulate, INDEX=index)
-                gemm_type = x_type if x_type in ("bf16", "fp16") else acc_type  # z and gz, as the backward stores them
+                # Table 6's 6 atoms, padded to 8
+                dots = dict(backward, ATOMS=8, TAP_BLOCK=triton_acda.TAP_BLOCK, OPERAND=operand, DOT=operand,
+                            PRECISION=precision)
+                line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
+                gemm_type = x_type if x_type in ("bf16", "fp16") else acc_type  # D, z and gz, as the kernels take them
                 for name, kernel, blocks, types, constexprs in [
                     ("forward", triton_acda._acda_forward_kernel, triton_acda.FORWARD_BLOCKS,
-                     {"x_ptr": x_type, "d_ptr": acc_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},
-                     dict(common, HAS_BIAS=True)),
+                     {"x_ptr": x_type, "d_ptr": gemm_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},
+                     dict(dots, HAS_BIAS=True)),
                     ("responses", triton_acda._acda_responses_kernel, triton_acda.BACKWARD_BLOCKS,
-                     {"x_ptr": x_type, "d_ptr": acc_type, "z_ptr": gemm_type}, backward),
+                     {"x_ptr": x_type, "d_ptr": gemm_type, "z_ptr": gemm_type}, dots),
                     ("atom_grad", triton_acda._acda_atom_grad_kernel, triton_acda.BACKWARD_BLOCKS,
-                     {"x_ptr": x_type, "gz_ptr": gemm_type, "gd_ptr": acc_type}, backward),
-                    ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.BACKWARD_BLOCKS,
-                     {"gz_ptr": gemm_type, "d_ptr": acc_type, "gx_ptr": x_type}, backward),
+                     {"x_ptr": x_type, "gz_ptr": gemm_type, "gd_ptr": acc_type}, dots),
+                    ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.INPUT_GRAD_BLOCKS,
+                     {"gz_ptr": gemm_type, "d_ptr": gemm_type, "gx_ptr": x_type}, backward),
                 ]:
                     constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])
                     if "outputs" in blocks:  # as triton_acda._settings picks it

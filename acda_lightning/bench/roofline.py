@@ -6,16 +6,23 @@ Setting: Table 6's layer (C = O = 256, 100x100 output, stride 1, m = 6 atoms, K 
 
 Counting model, per kernel and pass (forward; backward = every gradient the layer needs):
 - multiply-adds split by the unit that runs them: GEMM-shaped work (convs, the 1x1 over C*m, the
-  kernels' ``tl.dot``) on tensor cores; per-pixel work (depthwise taps, the alpha contraction, the
-  Triton kernel's response sums) on CUDA cores.
+  kernels' ``tl.dot``, counted at the padded shapes the dots have) on tensor cores; per-pixel work
+  (depthwise taps, the alpha contraction, the Triton input-gradient gather) on CUDA cores.
 - bytes: every tensor a kernel reads or writes, once per pass that the design makes over it in DRAM
   (caches assumed to catch re-reads inside one program's tile; re-reads across programs are charged:
-  the Triton forward reads x and D once per 64-wide output block, its atom-gradient kernel x once
-  per atom, its input-gradient kernel D once per 32-wide channel block).
+  the Triton forward reads x and D once per 128-wide output block, its input-gradient gather D once
+  per 256-wide channel block).
 - time = max(tensor MACs / tensor peak + CUDA-core MACs / FP32 peak, bytes / DRAM bandwidth).
-- "triton": the kernel's forward passes over x and D once per 256-wide output block (once at C' = 256;
-  A's tiles are re-read from L2 by every pixel tile, not counted); its backward is two GEMMs and three
-  per-pixel kernels, no atomics.
+- "triton" (nn/kernels/triton_acda.py): D = alpha . bases (einsum, kept in bf16) and x padded before
+  either pass. Forward: per pixel a batched ``tl.dot`` of its (C x k*k) window with its (k*k x m) atoms
+  D, taps padded to a multiple of 16 and atoms to a power of two (64 and 8 at k = 7, m = 6), once per
+  128-wide output block, then the 1x1 as a ``tl.dot`` over (channel, padded atom) pairs; A's tiles are
+  re-read from L2 by every pixel tile, not counted. Backward: gz = gy . A and grad_A = gy^T z (torch
+  GEMMs on z, gz stored in bf16), the responses kernel (the forward's window dot, storing z), the
+  atom-gradient kernel (the transposed window dot gz -> grad_D, fp32), the input-gradient gather through
+  D (CUDA cores, m*k*k per input value), and grad_alpha = grad_D . bases^T; no atomics. The mma's own
+  tile granularity (16 rows, 8 columns) is not modelled beyond these paddings; a batched (3D) ``tl.dot``
+  runs on Ampere-style mma, whose H100 throughput is below the wgmma peak used here.
 - the atom generator (1x1 C -> 64, BN, ReLU, 3x3 64 -> m*K) is the same for every ACDA kernel: its own row.
 """
 
@@ -31,7 +38,8 @@ H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e1
 ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
 NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
 GENERATOR_HIDDEN = 64
-TRITON_FORWARD_OUTPUT_BLOCK, TRITON_BACKWARD_CHANNEL_BLOCK = 256, 32
+# as nn/kernels/triton_acda.py's FORWARD_BLOCKS["outputs"], INPUT_GRAD_BLOCKS["channels"] and TAP_BLOCK
+TRITON_FORWARD_OUTPUT_BLOCK, TRITON_INPUT_GRAD_CHANNEL_BLOCK, TRITON_TAP_BLOCK = 128, 256, 16
 KERNELS = ("conv", "basis", "triton", "generator")
 
 
@@ -80,22 +88,25 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
         return {"forward": forward, "backward": backward}
     if kernel != "triton":
         raise ValueError(f"unknown kernel {kernel!r}: one of {', '.join(KERNELS)}")
-    # D = alpha . bases (einsum) and x copied padded, before the kernels of either pass.
-    prologue = Work(cuda_core_macs=atoms * bases, bytes=e * (alpha + 2 * x) + acc * atoms)
-    # The backward: gz = gy . A and grad_A = gy^T z (GEMMs on z, gz stored in bf16), the
-    # responses kernel (x, D -> z), the atom-gradient kernel (x once per atom, gz -> grad_D in fp32), the
-    # input-gradient gather (gz, D once per channel block -> grad_x), then grad_alpha = grad_D . bases^T.
-    channel_blocks = ceil(c / TRITON_BACKWARD_CHANNEL_BLOCK)
-    backward = prologue + Work(
-        tensor_macs=2 * gemm,
-        cuda_core_macs=3 * sums + atoms * bases,
-        bytes=e * (y + 2 * atom_out) + e * (x + atom_out) + acc * atoms + e * (y + atom_out)
-        + m * e * x + e * atom_out + acc * atoms + e * atom_out + channel_blocks * acc * atoms + e * x
-        + acc * atoms + e * alpha,
-    )
+    # D = alpha . bases (einsum, stored in bf16) and x copied padded, before the kernels of either pass.
+    prologue = Work(cuda_core_macs=atoms * bases, bytes=e * (alpha + 2 * x + atoms))
+    padded_taps = ceil(taps / TRITON_TAP_BLOCK) * TRITON_TAP_BLOCK
+    padded_atoms = 1 << (m - 1).bit_length()
+    window_dots = b * pixels * c * padded_taps * padded_atoms  # (C x taps) window times (taps x atoms) D
     output_blocks = ceil(o / TRITON_FORWARD_OUTPUT_BLOCK)
-    forward = prologue + Work(tensor_macs=gemm, cuda_core_macs=sums * output_blocks,
-                              bytes=output_blocks * (e * x + acc * atoms) + e * y)
+    forward = prologue + Work(tensor_macs=output_blocks * window_dots + b * pixels * o * c * padded_atoms,
+                              bytes=output_blocks * e * (x + atoms) + e * y)
+    channel_blocks = ceil(c / TRITON_INPUT_GRAD_CHANNEL_BLOCK)
+    backward = prologue + Work(
+        tensor_macs=2 * gemm + 2 * window_dots,  # gz and grad_A GEMMs; responses and atom-gradient dots
+        cuda_core_macs=sums + atoms * bases,  # the input-gradient gather; grad_alpha = grad_D . bases^T
+        bytes=e * (y + atom_out)  # gz = gy . A
+        + e * (x + atoms + atom_out)  # responses kernel: x, D -> z
+        + e * (y + atom_out)  # grad_A = gy^T z
+        + e * (x + atom_out) + acc * atoms  # atom-gradient kernel: x, gz -> grad_D
+        + e * (atom_out + channel_blocks * atoms + x)  # input-gradient gather: gz, D -> grad_x
+        + acc * atoms + e * alpha,  # grad_alpha
+    )
     return {"forward": forward, "backward": backward}
 
 

@@ -4,13 +4,14 @@ Design (the CPU ``fused`` kernel's, on GPU tiles). As there, the atoms come firs
 (m*k*k values per output pixel) with one small einsum per call, or alpha itself (a view) when
 there are no bases; and x is zero-padded once, so every tap of every output pixel is in bounds
 and the inner loop has no bounds arithmetic. One program owns BLOCK_P output pixels of one image
-and BLOCK_O output channels. For each atom a and block of BLOCK_C input channels it accumulates the
-response z[p, a, c] = sum_t D[p, a, t] xpad[window_t(p), c] over the k*k taps in registers (one
-atom value per pixel and one x tile per tap) and feeds that (BLOCK_P x BLOCK_C) tile straight into
-``tl.dot`` with A[:, c, a]: the (B, C*m, H, W) response never exists in global memory, nor do the
-unfolded patches. Every tensor is addressed through its strides (a ``channels_last`` input gives a
-``channels_last`` output). One output block spans up to 256 channels (64 with 64-bit offsets); with
-more, z is recomputed once per output block.
+and BLOCK_O output channels. For each block of BLOCK_C input channels it computes the responses
+z[p, c, a] = sum_t xpad[window_t(p), c] D[p, a, t] on tensor cores, as a batched ``tl.dot`` (per pixel
+its (channels x taps) window times its (taps x atoms) atoms, 16 taps at a time, atoms padded to a
+power of two), and feeds that tile, flattened to (pixels x (channel, atom)), straight into ``tl.dot``
+with A: the (B, C*m, H, W) response never exists in global memory, nor do the unfolded patches. Every
+tensor is addressed through its strides (a ``channels_last`` input gives a ``channels_last`` output).
+One output block spans up to 128 channels (64 with 64-bit offsets); with more, z is recomputed once
+per output block.
 
 Groups (``nn.Conv2d``'s geometry; A is (O, C/g, m), the atoms D are shared by every group): an output
 block lies inside one group and loops over that group's C/g input channels only; when O/g is below 16
@@ -24,12 +25,12 @@ would cost C*m values per pixel, m times the input). It is three kernels around 
 program adds into another's output (no atomics; each value is written once):
 gz[b, m, c, p] = sum_o gy[b, o, p] A[o, c, m] (torch GEMM); the responses kernel recomputes
 z[b, m, c, p]; grad_A = gy^T z (torch GEMM over batch and pixels); the atom-gradient kernel
-grad_D[p, m, t] = sum_c gz[p, m, c] xpad[window_t(p), c], one program per (pixel tile, atom) looping
-over every channel; and the input-gradient kernel gathers, per input pixel, over the (output pixel,
-tap) pairs whose window covers it: grad_x[q, c] = sum D[p, m, t] gz[p, m, c]. The grad_x (and
+grad_D[p, m, t] = sum_c xpad[window_t(p), c] gz[p, m, c], the same batched dot transposed, one
+program per pixel tile looping over every channel; and the input-gradient kernel gathers, per input pixel, over the (output pixel,
+tap) pairs whose window covers it: grad_x[q, c] = sum D[p, m, t] gz[p, m, c] (CUDA cores). The grad_x (and
 grad_D) kernel is skipped when x (alpha) needs no gradient. Then grad_alpha = grad_D . bases^T
-(einsum). The bases are fixed: no gradient. Transient memory: D in forward; D, padded x, z and gz
-(each m times x, in x's dtype for fp16/bf16, else float32) and grad_D in backward. Under ``torch.use_deterministic_algorithms`` or
+(einsum). The bases are fixed: no gradient. Transient memory: D (in x's dtype for fp16/bf16, else
+float32) in forward; D, padded x, z and gz (each m times x, same dtype) and grad_D (float32) in backward. Under ``torch.use_deterministic_algorithms`` or
 ``cudnn.deterministic`` "auto" does not pick this kernel and an explicit impl="triton" is an error
 (``kernels.cuda_impl``) until a GPU run has shown it bitwise reproducible.
 
@@ -66,16 +67,21 @@ try:
 except ImportError:  # the package still imports without Triton; available() says False
     triton = tl = None
 
-# Tile sizes: output pixels, input channels and output channels per program (tl.dot needs each >= 16;
-# smaller counts are padded and masked), and warps. Not yet timed on a GPU. The forward's output block
-# spans up to 256 channels, so at Table 6's 256 outputs every pixel tile computes its responses once
-# for all of them (one pass over x and D); 32-pixel tiles keep that within 128 registers without
-# spills on sm_80/sm_90 for fp32/TF32/bf16/fp16 (ptxas, tests/triton_compile_check.py). With 64-bit
-# offsets (images past 2^31 elements) the 256-wide block spilled 56 bytes: those take 64-wide blocks.
-# The backward kernels at 8 warps use at most 64 registers (fp64 spills 16-24 bytes; 4 warps did not
-# spill but took 140-210 registers).
-FORWARD_BLOCKS = {"pixels": 32, "channels": 32, "outputs": 256, "outputs_64bit": 64, "warps": 8}
-BACKWARD_BLOCKS = {"pixels": 32, "channels": 32, "warps": 8}
+# Tile sizes: output pixels, input channels and output channels per program, and warps; the taps are
+# contracted TAP_BLOCK at a time (the least contraction a bf16/fp16 ``tl.dot`` takes, so the k*k taps
+# are padded to 16, 32, 64 at k = 3, 5, 7). Not yet timed on a GPU. Chosen with ptxas (sm_90, bf16,
+# k = 7, 8 atoms; tests/triton_compile_check.py): the batched window dots hold 3D tiles whose addresses
+# cost registers, so 16x16 tiles are the widest that compile without spills (forward 186 registers at
+# 128 outputs, 255 with a 8-byte spill at 256, 255 with spills at 32 pixels or channels; responses 128,
+# atom gradient 184). A 128-wide output block computes the responses once per 128 outputs (twice at
+# Table 6's 256). The forward is not software-pipelined (one stage): two stages of its fp32/fp64 A tiles
+# took 98-197 KB of shared memory, past an A100's 163 KB at fp64. The input-gradient gather (2D tiles, no dot) takes 16 pixels by up to 256 channels: each
+# channel block re-reads D, so at up to 256 channels D is read once per pixel tile (bf16 226 registers,
+# fp64 254, no spills; 32 pixels spilled 48-128 bytes).
+FORWARD_BLOCKS = {"pixels": 16, "channels": 16, "outputs": 128, "outputs_64bit": 64, "warps": 8, "stages": 1}
+BACKWARD_BLOCKS = {"pixels": 16, "channels": 16, "warps": 8}
+INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "warps": 8}
+TAP_BLOCK = 16
 
 
 def _jit(fn):
@@ -83,18 +89,27 @@ def _jit(fn):
 
 
 @_jit
-def _response_tile(window, atom, p_ok, tile_ok, step_t, step_h, step_w,
-                   KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr):
-    """z[p, c] = sum_t D[p, t] x[window_t(p), c]: ``window`` points at each (pixel, channel)'s first tap,
-    ``atom`` at each pixel's D[p, 0]; taps step by step_t in D, step_h/step_w in x."""
-    z = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    for u in range(KSIZE):
-        row = window + u * step_h
-        for v in range(KSIZE):
-            d = tl.load(atom, mask=p_ok, other=0.0).to(ACC)
-            x_t = tl.load(row + v * step_w, mask=tile_ok, other=0.0).to(ACC)
-            z += d[:, None] * x_t
-            atom += step_t
+def _window_responses(corner, atoms_p, c, c_ok, p_ok, num_atoms, sx_c, step_h, step_w, sd_m, sd_t,
+                      KSIZE: tl.constexpr, ATOMS: tl.constexpr, TAP_BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+                      BLOCK_C: tl.constexpr, ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr,
+                      PRECISION: tl.constexpr):
+    """z[p, c, a] = sum_t xpad[window_t(p), c] D[p, a, t] for one channel block: a batched ``tl.dot``, per
+    pixel its (channels x taps) window times its (taps x atoms) atoms, TAP_BLOCK taps at a time.
+    ``corner`` points at each pixel's first tap, ``atoms_p`` at each pixel's D[p, 0, 0]; taps step by
+    step_h/step_w in x; atoms from ``num_atoms`` up to ATOMS (a power of two) are zero."""
+    a = tl.arange(0, ATOMS)
+    a_ok = a < num_atoms
+    window = corner[:, None, None] + c[None, :, None] * sx_c
+    window_ok = p_ok[:, None, None] & c_ok[None, :, None]
+    z = tl.zeros((BLOCK_P, BLOCK_C, ATOMS), dtype=ACC)
+    for t0 in range(0, KSIZE * KSIZE, TAP_BLOCK):
+        t = t0 + tl.arange(0, TAP_BLOCK)
+        t_ok = t < KSIZE * KSIZE
+        tap = (t // KSIZE) * step_h + (t % KSIZE) * step_w
+        x_t = tl.load(window + tap[None, None, :], mask=window_ok & t_ok[None, None, :], other=0.0)
+        d_t = tl.load(atoms_p[:, None, None] + t[None, :, None] * sd_t + a[None, None, :] * sd_m,
+                      mask=p_ok[:, None, None] & t_ok[None, :, None] & a_ok[None, None, :], other=0.0)
+        z = tl.dot(x_t.to(OPERAND).to(DOT), d_t.to(OPERAND).to(DOT), z, input_precision=PRECISION)
     return z
 
 
@@ -106,11 +121,11 @@ def _acda_forward_kernel(
     sd_b, sd_m, sd_t, sd_p,
     sc_o, sc_c, sc_m,
     sy_b, sy_o, sy_h, sy_w,
-    KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    KSIZE: tl.constexpr, HAS_BIAS: tl.constexpr, ATOMS: tl.constexpr, TAP_BLOCK: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
     ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr, INDEX: tl.constexpr,
 ):
-    """y[b, o, p] = bias[o] + sum_{a, c} A[o, c, a] sum_t D[b, a, t, p] xpad[b, g*C/g + c, window_t(p)], one
+    """y[b, o, p] = bias[o] + sum_{c, a} A[o, c, a] sum_t D[b, a, t, p] xpad[b, g*C/g + c, window_t(p)], one
     tile: output block ``program_id(1) % output_blocks`` of group g = ``program_id(1) // output_blocks``, whose
     outputs read only that group's input channels (c < C/g; A is (O, C/g, m))."""
     batch = tl.program_id(2).to(tl.int64)
@@ -125,21 +140,21 @@ def _acda_forward_kernel(
     corner = x_ptr + batch * sx_b + group * group_channels * sx_c \
         + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
     atoms_p = d_ptr + batch * sd_b + p * sd_p
+    # The 1x1's contraction runs over (channel, atom) pairs, atom fastest, as z (p, c, a) flattens.
+    pair = tl.arange(0, BLOCK_C * ATOMS)
+    pair_atom = pair % ATOMS
     acc = tl.zeros((BLOCK_P, BLOCK_O), dtype=ACC)
-    coef_m = coef_ptr
-    for m in range(num_atoms):
-        for c0 in range(0, group_channels, BLOCK_C):
-            c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
-            c_ok = c < group_channels
-            window = corner[:, None] + c[None, :] * sx_c
-            tile_ok = p_ok[:, None] & c_ok[None, :]
-            # z[p, m, c], never leaves registers
-            z = _response_tile(window, atoms_p, p_ok, tile_ok, sd_t, dilation * sx_h, dilation * sx_w,
-                               KSIZE, BLOCK_P, BLOCK_C, ACC)
-            w = tl.load(coef_m + c[:, None] * sc_c + o[None, :] * sc_o, mask=c_ok[:, None] & o_ok[None, :], other=0.0)
-            acc = tl.dot(z.to(OPERAND).to(DOT), w.to(OPERAND).to(DOT), acc, input_precision=PRECISION)
-        atoms_p += sd_m
-        coef_m += sc_m
+    for c0 in range(0, group_channels, BLOCK_C):
+        c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
+        z = _window_responses(corner, atoms_p, c, c < group_channels, p_ok, num_atoms, sx_c, dilation * sx_h,
+                              dilation * sx_w, sd_m, sd_t, KSIZE, ATOMS, TAP_BLOCK, BLOCK_P, BLOCK_C, ACC, OPERAND,
+                              DOT, PRECISION)
+        pair_channel = (c0 + pair // ATOMS).to(INDEX)
+        pair_ok = (pair_channel < group_channels) & (pair_atom < num_atoms)
+        w = tl.load(coef_ptr + pair_channel[:, None] * sc_c + pair_atom[:, None] * sc_m + o[None, :] * sc_o,
+                    mask=pair_ok[:, None] & o_ok[None, :], other=0.0)
+        z_pairs = tl.reshape(z, (BLOCK_P, BLOCK_C * ATOMS))
+        acc = tl.dot(z_pairs.to(OPERAND).to(DOT), w.to(OPERAND).to(DOT), acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o, mask=o_ok, other=0.0).to(ACC)[None, :]
     y = y_ptr + batch * sy_b + ((p // out_w) * sy_h + (p % out_w) * sy_w)[:, None] + o[None, :] * sy_o
@@ -153,56 +168,63 @@ def _acda_responses_kernel(
     sx_b, sx_c, sx_h, sx_w,
     sd_b, sd_m, sd_t, sd_p,
     sz_b, sz_m, sz_c, sz_p,
-    KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr,
+    KSIZE: tl.constexpr, ATOMS: tl.constexpr, TAP_BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr, ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    INDEX: tl.constexpr,
 ):
     """z[b, m, c, p] = sum_t D[b, m, t, p] xpad[b, c, window_t(p)], the responses grad_A contracts with grad_y."""
     batch = tl.program_id(2).to(tl.int64)
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
     c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(INDEX)
-    tile_ok = p_ok[:, None] & (c < channels)[None, :]
-    window = (x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w)[:, None] \
-        + c[None, :] * sx_c
-    atoms_p = d_ptr + batch * sd_b + p * sd_p
-    z_tile = z_ptr + batch * sz_b + p[:, None] * sz_p + c[None, :] * sz_c
-    for m in range(num_atoms):
-        z = _response_tile(window, atoms_p, p_ok, tile_ok, sd_t, dilation * sx_h, dilation * sx_w,
-                           KSIZE, BLOCK_P, BLOCK_C, ACC)
-        tl.store(z_tile, z.to(z_ptr.dtype.element_ty), mask=tile_ok)
-        atoms_p += sd_m
-        z_tile += sz_m
+    c_ok = c < channels
+    corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
+    z = _window_responses(corner, d_ptr + batch * sd_b + p * sd_p, c, c_ok, p_ok, num_atoms, sx_c, dilation * sx_h,
+                          dilation * sx_w, sd_m, sd_t, KSIZE, ATOMS, TAP_BLOCK, BLOCK_P, BLOCK_C, ACC, OPERAND, DOT,
+                          PRECISION)
+    a = tl.arange(0, ATOMS)
+    z_tile = z_ptr + batch * sz_b + p[:, None, None] * sz_p + c[None, :, None] * sz_c + a[None, None, :] * sz_m
+    tl.store(z_tile, z.to(z_ptr.dtype.element_ty),
+             mask=p_ok[:, None, None] & c_ok[None, :, None] & (a < num_atoms)[None, None, :])
 
 
 @_jit
 def _acda_atom_grad_kernel(
     x_ptr, gz_ptr, gd_ptr,
-    channels, out_w, pixels, stride, dilation,
+    channels, num_atoms, out_w, pixels, stride, dilation,
     sx_b, sx_c, sx_h, sx_w,
     sg_b, sg_m, sg_c, sg_p,
     sgd_b, sgd_m, sgd_t, sgd_p,
-    KSIZE: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, ACC: tl.constexpr, INDEX: tl.constexpr,
+    KSIZE: tl.constexpr, ATOMS: tl.constexpr, TAP_BLOCK: tl.constexpr, BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr, ACC: tl.constexpr, OPERAND: tl.constexpr, DOT: tl.constexpr, PRECISION: tl.constexpr,
+    INDEX: tl.constexpr,
 ):
-    """grad_D[b, m, t, p] = sum_c gz[b, m, c, p] xpad[b, c, window_t(p)]; one program owns every channel of its
-    (pixel tile, atom), so each value is written once (no atomics)."""
+    """grad_D[b, m, t, p] = sum_c xpad[b, c, window_t(p)] gz[b, m, c, p]: a batched ``tl.dot``, per pixel its
+    (taps x channels) window times its (channels x atoms) gz. One program owns every channel and tap of its
+    pixel tile, so each value is written once (no atomics)."""
     batch = tl.program_id(2).to(tl.int64)
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
-    m = tl.program_id(1).to(INDEX)
     corner = x_ptr + batch * sx_b + (p // out_w) * stride * sx_h + (p % out_w) * stride * sx_w
-    gz_p = gz_ptr + batch * sg_b + m * sg_m + p * sg_p
-    grad_atom = gd_ptr + batch * sgd_b + m * sgd_m + p * sgd_p
-    for u in range(KSIZE):
-        for v in range(KSIZE):
-            tap = corner + u * dilation * sx_h + v * dilation * sx_w
-            total = tl.zeros((BLOCK_P,), dtype=ACC)
-            for c0 in range(0, channels, BLOCK_C):
-                c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
-                tile_ok = p_ok[:, None] & (c < channels)[None, :]
-                x_t = tl.load(tap[:, None] + c[None, :] * sx_c, mask=tile_ok, other=0.0).to(ACC)
-                g = tl.load(gz_p[:, None] + c[None, :] * sg_c, mask=tile_ok, other=0.0).to(ACC)
-                total += tl.sum(g * x_t, axis=1)
-            tl.store(grad_atom, total, mask=p_ok)
-            grad_atom += sgd_t
+    a = tl.arange(0, ATOMS)
+    a_ok = a < num_atoms
+    gz_p = gz_ptr + batch * sg_b + p * sg_p
+    grad_atoms = gd_ptr + batch * sgd_b + p * sgd_p
+    for t0 in range(0, KSIZE * KSIZE, TAP_BLOCK):
+        t = t0 + tl.arange(0, TAP_BLOCK)
+        t_ok = t < KSIZE * KSIZE
+        tap = (t // KSIZE) * dilation * sx_h + (t % KSIZE) * dilation * sx_w
+        total = tl.zeros((BLOCK_P, TAP_BLOCK, ATOMS), dtype=ACC)
+        for c0 in range(0, channels, BLOCK_C):
+            c = (c0 + tl.arange(0, BLOCK_C)).to(INDEX)
+            c_ok = c < channels
+            x_t = tl.load(corner[:, None, None] + tap[None, :, None] + c[None, None, :] * sx_c,
+                          mask=p_ok[:, None, None] & t_ok[None, :, None] & c_ok[None, None, :], other=0.0)
+            g = tl.load(gz_p[:, None, None] + c[None, :, None] * sg_c + a[None, None, :] * sg_m,
+                        mask=p_ok[:, None, None] & c_ok[None, :, None] & a_ok[None, None, :], other=0.0)
+            total = tl.dot(x_t.to(OPERAND).to(DOT), g.to(OPERAND).to(DOT), total, input_precision=PRECISION)
+        tl.store(grad_atoms[:, None, None] + t[None, :, None] * sgd_t + a[None, None, :] * sgd_m, total,
+                 mask=p_ok[:, None, None] & t_ok[None, :, None] & a_ok[None, None, :])
 
 
 @_jit
@@ -300,7 +322,16 @@ def _image_span(tensor: torch.Tensor) -> int:
 def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict,
               per_image: list[torch.Tensor], groups: int = 1) -> dict:
     """The forward kernel's compile-time arguments for these operands, tile sizes, per-image tensors and
-    groups (its channel and output blocks span one group's C/groups inputs and O/groups outputs).
+    groups (its channel and output blocks span one group's C/groups inputs and O/groups outputs)."""
+    tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
+    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
+    return dict(tiles, **_dot_settings(x, coefficients.shape[2]),
+                BLOCK_O=_block(coefficients.shape[0] // groups, outputs), num_stages=blocks["stages"])
+
+
+def _dot_settings(x: torch.Tensor, num_atoms: int) -> dict:
+    """The compile-time arguments of the kernels that contract windows with ``tl.dot``: atoms padded to a
+    power of two, taps per dot, and the operands.
 
     The ``tl.dot`` operands: fp16/bf16 inputs' own dtype (their tensor cores, float32 accumulation);
     float32 ones in TF32 exactly when torch allows it for float32 matmuls
@@ -316,15 +347,8 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
     # The interpreter's bf16 tl.dot returns garbage (numpy has no bf16): there the bf16-rounded operands
     # are multiplied in float32, which gives the same products.
     dot = tl.float32 if _interpreted() and operand == tl.bfloat16 else operand
-    tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
-    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
-    return dict(
-        tiles,
-        BLOCK_O=_block(coefficients.shape[0] // groups, outputs),
-        OPERAND=operand,
-        DOT=dot,
-        PRECISION=precision,
-    )
+    return dict(ATOMS=triton.next_power_of_2(num_atoms), TAP_BLOCK=TAP_BLOCK, OPERAND=operand, DOT=dot,
+                PRECISION=precision)
 
 
 def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: list[torch.Tensor],
@@ -365,12 +389,20 @@ def _empty_output(x, coefficients, alpha) -> torch.Tensor:
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=layout)
 
 
-def _atoms(alpha, bases, kernel_size, dtype) -> torch.Tensor:
-    """D (B, m, k*k, Ho*Wo) = alpha . bases; alpha itself (a view) where there are no bases."""
+def _operand_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the dots and GEMMs take their operands in: x's for fp16/bf16, else the accumulator's."""
+    return x.dtype if x.dtype in HALF_DOTS else _accumulator_dtype(x)
+
+
+def _atoms(alpha, bases, x) -> torch.Tensor:
+    """D (B, m, k*k, Ho*Wo) = alpha . bases, summed in the accumulator dtype and kept in the operand dtype
+    (the kernels' dots round it to that anyway); alpha itself (a view) where there are no bases."""
     batch, num_atoms, num_bases = alpha.shape[:3]
     if bases is None:
         return alpha.reshape(batch, num_atoms, num_bases, -1)
-    return torch.einsum("bmkp,kt->bmtp", alpha.flatten(3).to(dtype), bases.reshape(num_bases, -1).to(dtype))
+    accumulate = _accumulator_dtype(x)
+    atoms = torch.einsum("bmkp,kt->bmtp", alpha.flatten(3).to(accumulate), bases.reshape(num_bases, -1).to(accumulate))
+    return atoms.to(_operand_dtype(x))
 
 
 def _geometry(x, alpha) -> tuple:
@@ -402,7 +434,7 @@ def triton_acda(
     _require(x.device)
     _, num_atoms, out_w, pixels = _geometry(x, alpha)
     group_outputs = coefficients.shape[0] // groups
-    atoms = _atoms(alpha, bases, kernel_size, _accumulator_dtype(x))
+    atoms = _atoms(alpha, bases, x)
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
     settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y], groups)
@@ -447,11 +479,11 @@ def triton_acda_backward(
     channels, num_atoms, out_w, pixels = _geometry(x, alpha)
     batch, _, height, width = x.shape
     accumulate = _accumulator_dtype(x)
-    atoms = _atoms(alpha, bases, kernel_size, accumulate)
+    atoms = _atoms(alpha, bases, x)
     xpad = F.pad(x, (padding,) * 4)
     # The two GEMMs run in torch (cuBLAS: fp16/bf16 tensor cores for those inputs, TF32 for float32 as torch
     # allows), on z and gz stored in that dtype; the kernels do the per-pixel work, accumulating in ACC.
-    gemm_dtype = x.dtype if x.dtype in HALF_DOTS else accumulate
+    gemm_dtype = _operand_dtype(x)
     # Per group g: gy (B, g, O/g, P) and A (g, O/g, C/g, m); gz[b, m, c, p] sums over c's group's outputs only.
     grad_y = grad.flatten(2).to(gemm_dtype).unflatten(1, (groups, -1))
     grouped_coefficients = coefficients.to(gemm_dtype).unflatten(0, (groups, -1))
@@ -459,31 +491,34 @@ def triton_acda_backward(
     grad_responses = torch.einsum("bgop,gocm->bmgcp", grad_y, grouped_coefficients).flatten(2, 3)
     grad_atoms = torch.empty(atoms.shape if need_grad_alpha else (0,), dtype=accumulate, device=x.device)
     grad_x = torch.empty_like(x) if need_grad_x else x.new_empty(0)
-    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, [xpad, atoms, responses, grad_responses], channels)
+    per_image = [xpad, atoms, responses, grad_responses]
+    settings = _tile_settings(x, kernel_size, BACKWARD_BLOCKS, per_image, channels)
+    dots = _dot_settings(x, num_atoms)
+    gather = _tile_settings(x, kernel_size, INPUT_GRAD_BLOCKS, per_image, channels)
     pixel_tiles = triton.cdiv(pixels, settings["BLOCK_P"])
-    channel_blocks = triton.cdiv(channels, settings["BLOCK_C"])
+    gather_tiles = (triton.cdiv(height * width, gather["BLOCK_P"]), triton.cdiv(channels, gather["BLOCK_C"]))
     with _on_device(x.device):
         for images in _batch_chunks(batch):
             count = images.stop - images.start
-            _acda_responses_kernel[(pixel_tiles, channel_blocks, count)](
+            _acda_responses_kernel[(pixel_tiles, triton.cdiv(channels, settings["BLOCK_C"]), count)](
                 xpad[images], atoms[images], responses[images],
                 channels, num_atoms, out_w, pixels, stride, dilation,
                 *xpad.stride(), *atoms.stride(), *responses.stride(),
-                **settings,
+                **settings, **dots,
             )
             if need_grad_alpha:
-                _acda_atom_grad_kernel[(pixel_tiles, num_atoms, count)](
+                _acda_atom_grad_kernel[(pixel_tiles, 1, count)](
                     xpad[images], grad_responses[images], grad_atoms[images],
-                    channels, out_w, pixels, stride, dilation,
+                    channels, num_atoms, out_w, pixels, stride, dilation,
                     *xpad.stride(), *grad_responses.stride(), *grad_atoms.stride(),
-                    **settings,
+                    **settings, **dots,
                 )
             if need_grad_x:
-                _acda_input_grad_kernel[(triton.cdiv(height * width, settings["BLOCK_P"]), channel_blocks, count)](
+                _acda_input_grad_kernel[(*gather_tiles, count)](
                     grad_responses[images], atoms[images], grad_x[images],
                     channels, num_atoms, width, height * width, alpha.shape[3], out_w, padding, stride, dilation,
                     *grad_responses.stride(), *atoms.stride(), *grad_x.stride(),
-                    **settings,
+                    **gather,
                 )
     grad_coefficients = torch.einsum("bgop,bmgcp->gocm", grad_y, responses.unflatten(2, (groups, -1)))
     grad_coefficients = grad_coefficients.flatten(0, 1).to(coefficients.dtype)
