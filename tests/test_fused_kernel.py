@@ -15,7 +15,7 @@ import torch
 from acda_lightning.nn import ACDAConv2d
 from acda_lightning.nn.kernels import FUSED_MIN_WORK, fused, resolve_impl
 
-from helpers import randomised, reference_and_grads
+from helpers import assert_every_impl_matches_the_reference, randomised, reference_and_grads
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -53,6 +53,23 @@ def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases)
     grads = torch.autograd.grad((output * cotangent).sum(), [x, *layer.parameters()])
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+
+
+# The kernel computes whole vectors of output pixels (16 floats on AVX-512, 8 on AVX2) and cuts bands of
+# rows that may span several small images: rows that end mid-vector, bands across images, the batch's
+# last vector (it reads a vector of alpha past its end, from a copy), stride-2 phase planes and depthwise,
+# in float64 against the per-pixel reference (the read-ahead lanes once leaked NaN into dL/dx).
+@pytest.mark.parametrize(
+    "batch, size, kernel_size, stride, groups",
+    [(2, (11, 37), 7, 1, 1), (8, (4, 4), 3, 1, 1), (5, (9, 21), 5, 2, 1), (2, (13, 19), 3, 1, 33)],
+    ids=["wide-rows", "tiny-images", "strided", "depthwise"],
+)
+def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kernel_size, stride, groups):
+    torch.manual_seed(batch)
+    layer = randomised(ACDAConv2d(33, 33 if groups > 1 else 17, kernel_size, stride=stride, groups=groups)).double()
+    x = torch.randn(batch, 33, *size, dtype=torch.float64, requires_grad=True)
+    cotangent = torch.randn(batch, layer.out_channels, *layer.output_size(*size), dtype=torch.float64)
+    assert_every_impl_matches_the_reference(layer, x, cotangent, ["fused"])
 
 
 # (in, out, groups): dense, grouped (a GEMM per group), depthwise and depthwise with a channel

@@ -226,7 +226,9 @@ struct PixelPass {
         Vec<T> grad[CB][AB];
         for (int cc = 0; cc < CB; ++cc)
           for (int aa = 0; aa < AB; ++aa) grad[cc][aa] = load(gz + ((c0 + cc) * g.atoms + a0 + aa) * count + chunk.q);
-        for (int64_t t = 0; t < taps; ++t) {
+        // Column taps outermost: the taps of one row overlap in dL/dx one element apart, and a load of what the
+        // previous tap has just stored, shifted by one element, stalls on store forwarding.
+        for (int64_t v = 0; v < g.ksize; ++v) for (int64_t t = v; t < taps; t += g.ksize) {
           const T* dt = atoms + (a0 * taps + t) * atom_pixels + chunk.qd;
           Vec<T> d[AB];
           for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * atom_pixels);
