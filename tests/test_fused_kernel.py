@@ -61,7 +61,7 @@ def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases)
 # in float64 against the per-pixel reference (the read-ahead lanes once leaked NaN into dL/dx).
 @pytest.mark.parametrize(
     "batch, size, kernel_size, stride, groups",
-    [(2, (11, 37), 7, 1, 1), (8, (4, 4), 3, 1, 1), (5, (9, 21), 5, 2, 1), (2, (13, 19), 3, 1, 33)],
+    [(2, (6, 37), 7, 1, 1), (8, (4, 4), 3, 1, 1), (5, (9, 21), 5, 2, 1), (2, (13, 19), 3, 1, 33)],
     ids=["wide-rows", "tiny-images", "strided", "depthwise"],
 )
 def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kernel_size, stride, groups):
