@@ -24,7 +24,7 @@ def built_kernel():
         pytest.skip("no C++ compiler: the fused kernel cannot be built here ('auto' uses 'basis')")
 
 
-# 20 channels (padded to the register block: 16 floats on AVX2, 32 on AVX-512), 7 atoms (a 6-atom block plus one)
+# 22 channels (blocks of 4 on AVX-512 and two single ones), 7 atoms (a 6-atom block plus one)
 # reach every code path of the kernel's register blocking. The full geometry matrix runs in float64
 # in tests/test_acda_layer.py (every impl); here each kernel size, stride, dilation, bias and bases
 # setting appears at least once in fp32.
@@ -42,10 +42,10 @@ MATRIX = [
 def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases):
     torch.manual_seed(kernel_size * 7 + stride * 3 + dilation)
     layer = randomised(
-        ACDAConv2d(20, 5, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, num_atoms=7,
+        ACDAConv2d(22, 5, kernel_size, stride=stride, dilation=dilation, bias=bias, bases=bases, num_atoms=7,
                    impl="fused")
     )
-    x = torch.randn(2, 20, 7, 6, requires_grad=True)
+    x = torch.randn(2, 22, 7, 6, requires_grad=True)
     cotangent = torch.randn(2, 5, *layer.output_size(7, 6))
     expected, expected_grads = reference_and_grads(layer, x, cotangent)
     output = layer(x)
@@ -73,7 +73,7 @@ def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kerne
 
 
 # (in, out, groups): dense, grouped (a GEMM per group), depthwise and depthwise with a channel
-# multiplier (the per-channel sum over atoms, 20 channels: a full vector block plus a remainder)
+# multiplier (the per-channel sum over atoms)
 @pytest.mark.parametrize(
     "kernel_size, stride, dilation, padding, in_channels, out_channels, groups",
     [(3, 1, 1, 1, 3, 4, 1), (5, 2, 2, 3, 3, 4, 1), (3, 1, 1, 1, 4, 6, 2), (3, 1, 1, 1, 20, 20, 20),
@@ -193,8 +193,8 @@ def test_auto_picks_fused_for_network_layers_and_basis_for_tiny_ones():
     assert resolve_impl("auto", resnet18_layer1, 3) == "fused"
     assert resolve_impl("auto", torch.zeros(1, 3, 8, 8), 3) == "basis"
     assert 3 * 8 * 8 * 9 < FUSED_MIN_WORK
-    lenet_first = torch.zeros(128, 3, 32, 32)  # large enough, but 3 channels pad to a 16- or 32-float block
-    assert 128 * 3 * 28 * 28 * 25 >= FUSED_MIN_WORK and resolve_impl("auto", lenet_first, 5, 28 * 28) == "basis"
+    lenet_first = torch.zeros(128, 3, 32, 32)  # few channels: the kernel vectorises over pixels, not channels
+    assert resolve_impl("auto", lenet_first, 5, 28 * 28) == "fused"
     assert resolve_impl("basis", resnet18_layer1, 3) == "basis"
 
 

@@ -25,10 +25,6 @@ IMPLEMENTATIONS = {"unfold": acda_unfold, "basis": acda_basis, "fused": acda_fus
 # Below this much work (batch * in_channels * out_pixels * k*k) a layer takes well under a millisecond
 # either way, so "auto" keeps it on "basis" and never pays the kernel build for it.
 FUSED_MIN_WORK = 1 << 18
-# Below 16 input channels the fused kernel's channel padding (to 16 or 32 floats) outweighs what it saves:
-# fwd+bwd of a 5x5 layer was 1.26-2x basis's time at 3, 6 and 8 channels and 0.8x at 16 (LeNet's layers:
-# its step took 0.42 s fused against 0.20 s basis).
-FUSED_MIN_CHANNELS = 16
 
 
 def device_impls(device: torch.device | str) -> list[str]:
@@ -60,17 +56,19 @@ def resolve_impl(impl: str, x: torch.Tensor, kernel_size: int = 1, out_pixels: i
 def cpu_auto_impl(x: torch.Tensor, kernel_size: int, out_pixels: int | None = None) -> str:
     """"fused" for float layers worth its one-time build where a compiler can build it, else "basis".
 
-    Measured on a 2-core AMD EPYC (``acda bench layer``): at 128 channels, 64x64, "fused" runs forward+
-    backward 2-4x faster than "basis" at k=3-7 and needs 3-6x less memory; on resnet18's 3x3 layers at
-    112 px the two differ by less than that shared machine's noise. A fixed rule rather than a per-shape
-    timing at first use: every DDP rank decides the same without talking to the others, and a timing on
-    a loaded machine would pick at random between impls that differ by less than the noise.
+    Measured on a 2-core Intel Xeon (AVX-512; ``acda bench layer``, docs/decisions.md): at 128 channels,
+    64x64, "fused" runs forward+backward 3-6x faster than "basis" at k=3-7 with 3-6x less memory, on
+    every 3x3 layer of a converted resnet18 it is faster than "basis", and on LeNet's 3- to 8-channel
+    5x5 layers it is 0.85-1.07x basis (it vectorises over pixels, so few channels cost it nothing extra).
+    A fixed rule rather than a per-shape timing at first use: every DDP rank decides the same without
+    talking to the others, and a timing on a loaded machine would pick at random between impls that
+    differ by less than the noise.
     """
     if not (x.is_floating_point() and x.dim() == 4):
         return "basis"
     pixels = x.shape[-2] * x.shape[-1] if out_pixels is None else out_pixels
     large = x.shape[0] * x.shape[1] * pixels * kernel_size * kernel_size >= FUSED_MIN_WORK
-    if large and x.shape[1] >= FUSED_MIN_CHANNELS and fused.available():
+    if large and fused.available():
         return "fused"
     return "basis"
 

@@ -540,7 +540,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
   at::Tensor grad_x, grad_alpha, grad_coefficients;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
-    const auto xq = phase_planes(x, padding, g);
+    auto xq = phase_planes(x, padding, g);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
     const int64_t bands = g.bands(), band_pixels = g.band_rows * g.out_w;
@@ -575,6 +575,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
         }
       });
     }
+    xq.reset();  // freed before dL/dx is cropped out of its padded planes: the step's memory peak
     grad_x = from_phase_planes(grad_xq, x, padding, g);
     grad_coefficients = grad_weight_shares.sum(0).view(coefficients.sizes());
   });
