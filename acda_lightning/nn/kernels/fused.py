@@ -1,13 +1,15 @@
-"""Fused CPU ACDA: per band of output rows, atoms formed (D = alpha . bases), one per-pixel pass over x in NHWC.
+"""Fused CPU ACDA: per band of output rows, atoms formed (D = alpha . bases), one per-pixel pass over x.
 
 The C++ kernel (``fused_cpu.cpp``) gives each thread one band at a time: it applies each pixel's m
-atoms to its window (register-blocked over channels, vectorised for the build's ISA) and feeds the
-band's (pixels x m*C) response straight into the shared 1x1 (oneDNN's matmul; with groups, one GEMM
-per group, or, one input channel per group as in depthwise, a vectorised per-channel sum), so the only full-size
-tensors are x, alpha and y; backward recomputes each band's response instead of storing it. The
-kernel is one ``torch.library`` custom op with its backward op, so autograd, ``torch.compile`` and
-``torch.export`` each see a single op. It is compiled on first use, once per ISA (AVX-512 or AVX2),
-with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
+atoms to its window, vectorised over runs of consecutive output pixels (x zero-padded and split into
+stride x stride phase planes, so neighbouring pixels' taps are neighbouring addresses at every stride and
+dilation), and feeds the band's (C*m x pixels) responses straight into the shared 1x1 (oneDNN's matmul,
+writing the band of y in place; with groups, one GEMM per group, or, one input channel per group as in
+depthwise, a vectorised per-channel sum), so the only full-size tensors are x, alpha and y; backward
+recomputes each band's responses instead of storing them. Bands may span several small images, so deep
+layers keep a wide GEMM. The kernel is one ``torch.library`` custom op with its backward op, so autograd,
+``torch.compile`` and ``torch.export`` each see a single op. It is compiled on first use, once per ISA
+(AVX-512 or AVX2), with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); later processes only load it.
 """
 
@@ -107,7 +109,7 @@ def _require_extension():
 
 
 def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm) -> tuple:
-    """The C++ kernel's operands (it pads x to NHWC and permutes A itself)."""
+    """The C++ kernel's operands (it pads x into its phase planes itself)."""
     return (x, alpha.contiguous(), bases.contiguous(), coefficients, kernel_size, stride, padding, dilation, groups,
             bf16_gemm)
 
@@ -165,7 +167,7 @@ def fused_acda_backward(
 
 
 def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
-    """grad_x keeps a channels_last input's layout (the kernel's gradient is NHWC already)."""
+    """grad_x in a channels_last input's own layout (the kernel returns NCHW), as autograd and DDP expect."""
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
