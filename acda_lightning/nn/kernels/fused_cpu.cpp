@@ -297,18 +297,46 @@ at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int
       .narrow(2, padding, x.size(2)).narrow(3, padding, x.size(3)).contiguous();
 }
 
+// Whether oneDNN's matmul runs here: ATen refuses it on CPUs without AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT,
+// such as AVX2-only ones, where the GEMMs go through at::mm (MKL) instead. Decided once, by trying.
+bool onednn_matmul_runs() {
+  static const bool runs = [] {
+    try {
+      const auto probe = at::ones({2, 2});
+      auto out = at::empty({2, 2});
+      at::native::mkldnn_matmul(probe, probe, out, 0.f, 1.f);
+      return true;
+    } catch (const c10::Error&) {
+      return false;
+    }
+  }();
+  return runs;
+}
+
 // out = a @ b (+ out when accumulate), a and b already in the GEMM's dtype; out float32/float64, strided.
 void gemm(const at::Tensor& a, const at::Tensor& b, at::Tensor out, bool accumulate) {
-  if (a.scalar_type() == at::kDouble) {
-    if (accumulate) out.addmm_(a, b);
-    else at::mm_out(out, a, b);
-  } else if (a.scalar_type() == out.scalar_type()) {
-    at::native::mkldnn_matmul(a, b, out, accumulate ? 1.f : 0.f, 1.f);
-  } else {  // bf16 operands: oneDNN accumulates in fp32 and rounds its result to bf16
-    auto rounded = at::empty(out.sizes(), a.options());
+  const bool onednn = a.scalar_type() != at::kDouble && onednn_matmul_runs();
+  if (a.scalar_type() == out.scalar_type()) {
+    if (onednn) {
+      at::native::mkldnn_matmul(a, b, out, accumulate ? 1.f : 0.f, 1.f);
+    } else if (accumulate) {
+      out.addmm_(a, b);
+    } else {
+      at::mm_out(out, a, b);
+    }
+    return;
+  }
+  // bf16 operands: the GEMM accumulates in fp32 and rounds its result to bf16
+  auto rounded = at::empty(out.sizes(), a.options());
+  if (onednn) {
     at::native::mkldnn_matmul(a, b, rounded, 0.f, 1.f);
-    if (accumulate) out.add_(rounded);
-    else out.copy_(rounded);
+  } else {
+    at::mm_out(rounded, a, b);
+  }
+  if (accumulate) {
+    out.add_(rounded);
+  } else {
+    out.copy_(rounded);
   }
 }
 
