@@ -315,13 +315,19 @@ class TestLaunchSettings:
             check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
         int32, int64 = triton.language.int32, triton.language.int64
         assert [launch["INDEX"] for launch in launches] == [int32] * 4 + [int64] * 4
+        forward, gather = triton_acda.FORWARD_BLOCKS, triton_acda.INPUT_GRAD_BLOCKS
         for x in (torch.empty(1, 513, 2048, 2048, device="meta"),
                   torch.empty(1, 512, 2048, 2048, device="meta").to(memory_format=torch.channels_last)):
-            settings = triton_acda._settings(x, torch.empty(8, x.shape[1], 2), 3, triton_acda.FORWARD_BLOCKS,
-                                             [triton_acda.F.pad(x, (1,) * 4)])
-            assert settings["INDEX"] == int64
-        assert triton_acda._settings(x, torch.empty(8, 512, 2), 3, triton_acda.FORWARD_BLOCKS,
-                                     [x[:, :, :1024]])["INDEX"] == int32
+            padded = [triton_acda.F.pad(x, (1,) * 4)]
+            settings = triton_acda._settings(x, torch.empty(512, x.shape[1], 2), 3, forward, padded)
+            assert (settings["INDEX"], settings["BLOCK_O"]) == (int64, forward["outputs_64bit"])
+            # 64-bit addresses take registers: the gather's channel block is capped lower (ptxas spilled at 256)
+            wide_gather = triton_acda._tile_settings(x, 3, gather, padded, channels=x.shape[1])
+            assert (wide_gather["INDEX"], wide_gather["BLOCK_C"]) == (int64, gather["channels_64bit"])
+        settings = triton_acda._settings(x, torch.empty(512, 512, 2), 3, forward, [x[:, :, :1024]])
+        assert (settings["INDEX"], settings["BLOCK_O"]) == (int32, forward["outputs"])
+        narrow_gather = triton_acda._tile_settings(x, 3, gather, [x[:, :, :1024]], channels=512)
+        assert (narrow_gather["INDEX"], narrow_gather["BLOCK_C"]) == (int32, gather["channels"])
 
     def test_batch_tiled_over_the_grid(self, monkeypatch, launches):
         """Grid dimension z holds 65535 programs: a larger batch is launched in slices (here of 2 images)."""

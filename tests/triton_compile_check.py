@@ -73,9 +73,11 @@ def main() -> int:
                     ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.INPUT_GRAD_BLOCKS,
                      {"gz_ptr": gemm_type, "d_ptr": gemm_type, "gx_ptr": x_type}, backward),
                 ]:
-                    constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])
-                    if "outputs" in blocks:  # as triton_acda._settings picks it
-                        constexprs["BLOCK_O"] = blocks["outputs" if index == tl.int32 else "outputs_64bit"]
+                    # the widest blocks, as triton_acda._settings caps them at this index width
+                    constexprs = dict(constexprs, BLOCK_P=blocks["pixels"],
+                                      BLOCK_C=triton_acda._cap(blocks, "channels", index))
+                    if "outputs" in blocks:
+                        constexprs["BLOCK_O"] = triton_acda._cap(blocks, "outputs", index)
                     usage = resources(compile_kernel(kernel, types, constexprs, blocks, target), scratch)
                     line.append(f"{name} registers={usage['registers']} stack={usage['stack']} "
                                 f"shared={usage['shared']}")

@@ -43,7 +43,8 @@ sets), and exact IEEE float32 otherwise. Tested under Triton's interpreter again
 bf16 inputs to 2e-2 (output) and 5e-2 (gradients) of the largest value.
 
 Sizes: offsets inside one image are 32-bit unless some per-image tensor spans more than 2^31 - 1
-elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation); the batch
+elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation, with half-width
+forward output and gather channel blocks: 64-bit addresses take registers); the batch
 offset is always 64-bit. The batch is the grid's z dimension, launched in slices of 65535 images.
 
 Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
@@ -77,10 +78,12 @@ except ImportError:  # the package still imports without Triton; available() say
 # Table 6's 256). The forward is not software-pipelined (one stage): two stages of its fp32/fp64 A tiles
 # took 98-197 KB of shared memory, past an A100's 163 KB at fp64. The input-gradient gather (2D tiles, no dot) takes 16 pixels by up to 256 channels: each
 # channel block re-reads D, so at up to 256 channels D is read once per pixel tile (bf16 226 registers,
-# fp64 254, no spills; 32 pixels spilled 48-128 bytes).
+# fp64 254, no spills; 32 pixels spilled 48-128 bytes). A "<tile>_64bit" entry caps that tile where every
+# index is 64-bit, which costs registers: the gather at 256 channels spilled 88-504 bytes there (sm_90 and
+# sm_80, fp16 to fp64), at 128 it takes 186-225 registers without spills.
 FORWARD_BLOCKS = {"pixels": 16, "channels": 16, "outputs": 128, "outputs_64bit": 64, "warps": 8, "stages": 1}
 BACKWARD_BLOCKS = {"pixels": 16, "channels": 16, "warps": 8}
-INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "warps": 8}
+INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "channels_64bit": 128, "warps": 8}
 TAP_BLOCK = 16
 
 
@@ -307,6 +310,12 @@ def _block(count: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(count)))
 
 
+def _cap(blocks: dict, tile: str, index) -> int:
+    """The widest ``tile`` block at this index width: ``blocks[tile + "_64bit"]``, where there is one, for
+    64-bit offsets."""
+    return blocks.get(f"{tile}_64bit", blocks[tile]) if index == tl.int64 else blocks[tile]
+
+
 # The largest offset a kernel addresses in 32 bits; beyond it (inside one image: the batch offset is
 # always 64-bit) every index is 64-bit. Grid dimension z (the batch) holds at most MAX_GRID_BATCH programs.
 INT32_OFFSETS = 2**31 - 1
@@ -324,7 +333,7 @@ def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blo
     """The forward kernel's compile-time arguments for these operands, tile sizes, per-image tensors and
     groups (its channel and output blocks span one group's C/groups inputs and O/groups outputs)."""
     tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
-    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
+    outputs = _cap(blocks, "outputs", tiles["INDEX"])
     return dict(tiles, **_dot_settings(x, coefficients.shape[2]),
                 BLOCK_O=_block(coefficients.shape[0] // groups, outputs), num_stages=blocks["stages"])
 
@@ -355,13 +364,13 @@ def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: l
                    channels: int) -> dict:
     """The compile-time arguments every kernel takes: taps, pixel tiles and tiles of ``channels`` (the
     channels one program loops over), accumulator, index width."""
-    wide = max(map(_image_span, per_image)) > INT32_OFFSETS
+    index = tl.int64 if max(map(_image_span, per_image)) > INT32_OFFSETS else tl.int32
     return dict(
         KSIZE=kernel_size,
         BLOCK_P=blocks["pixels"],
-        BLOCK_C=_block(channels, blocks["channels"]),
+        BLOCK_C=_block(channels, _cap(blocks, "channels", index)),
         ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
-        INDEX=tl.int64 if wide else tl.int32,
+        INDEX=index,
         num_warps=blocks["warps"],
     )
 
