@@ -62,10 +62,12 @@ def main() -> int:
                             PRECISION=precision)
                 line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
                 gemm_type = x_type if x_type in ("bf16", "fp16") else acc_type  # D, z and gz, as the kernels take them
+                forward_types = {"x_ptr": x_type, "d_ptr": gemm_type, "coef_ptr": x_type, "bias_ptr": x_type,
+                                 "y_ptr": x_type}
+                forward = dict(dots, HAS_BIAS=True)
                 for name, kernel, blocks, types, constexprs in [
-                    ("forward", triton_acda._acda_forward_kernel, triton_acda.FORWARD_BLOCKS,
-                     {"x_ptr": x_type, "d_ptr": gemm_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},
-                     dict(dots, HAS_BIAS=True)),
+                    *((f"forward[{i}]", triton_acda._acda_forward_kernel, blocks, forward_types, forward)
+                      for i, blocks in enumerate(triton_acda.FORWARD_CONFIGS)),  # each config autotune may pick
                     ("responses", triton_acda._acda_responses_kernel, triton_acda.BACKWARD_BLOCKS,
                      {"x_ptr": x_type, "d_ptr": gemm_type, "z_ptr": gemm_type}, dots),
                     ("atom_grad", triton_acda._acda_atom_grad_kernel, triton_acda.BACKWARD_BLOCKS,
