@@ -114,7 +114,7 @@ GROUPED = [
 @pytest.fixture
 def blocks_of_16(monkeypatch):
     """Every tile 16 wide (tl.dot's least), so that tiny shapes span several blocks, each with a tail."""
-    for blocks in (triton_acda.FORWARD_BLOCKS, triton_acda.BACKWARD_BLOCKS, triton_acda.INPUT_GRAD_BLOCKS):
+    for blocks in (*triton_acda.FORWARD_CONFIGS, triton_acda.BACKWARD_BLOCKS, triton_acda.INPUT_GRAD_BLOCKS):
         for key in blocks.keys() - {"warps", "stages"}:
             monkeypatch.setitem(blocks, key, 16)
 
@@ -315,13 +315,19 @@ class TestLaunchSettings:
             check_equals_reference(layer, x, rtol=1e-4, atol=1e-4)
         int32, int64 = triton.language.int32, triton.language.int64
         assert [launch["INDEX"] for launch in launches] == [int32] * 4 + [int64] * 4
+        forward, gather = triton_acda.FORWARD_CONFIGS[0], triton_acda.INPUT_GRAD_BLOCKS
         for x in (torch.empty(1, 513, 2048, 2048, device="meta"),
                   torch.empty(1, 512, 2048, 2048, device="meta").to(memory_format=torch.channels_last)):
-            settings = triton_acda._settings(x, torch.empty(8, x.shape[1], 2), 3, triton_acda.FORWARD_BLOCKS,
-                                             [triton_acda.F.pad(x, (1,) * 4)])
-            assert settings["INDEX"] == int64
-        assert triton_acda._settings(x, torch.empty(8, 512, 2), 3, triton_acda.FORWARD_BLOCKS,
-                                     [x[:, :, :1024]])["INDEX"] == int32
+            padded = [triton_acda.F.pad(x, (1,) * 4)]
+            settings = triton_acda._settings(x, torch.empty(512, x.shape[1], 2), 3, forward, padded)
+            assert (settings["INDEX"], settings["BLOCK_O"]) == (int64, forward["outputs_64bit"])
+            # 64-bit addresses take registers: the gather's channel block is capped lower (ptxas spilled at 256)
+            wide_gather = triton_acda._tile_settings(x, 3, gather, padded, channels=x.shape[1])
+            assert (wide_gather["INDEX"], wide_gather["BLOCK_C"]) == (int64, gather["channels_64bit"])
+        settings = triton_acda._settings(x, torch.empty(512, 512, 2), 3, forward, [x[:, :, :1024]])
+        assert (settings["INDEX"], settings["BLOCK_O"]) == (int32, forward["outputs"])
+        narrow_gather = triton_acda._tile_settings(x, 3, gather, [x[:, :, :1024]], channels=512)
+        assert (narrow_gather["INDEX"], narrow_gather["BLOCK_C"]) == (int32, gather["channels"])
 
     def test_batch_tiled_over_the_grid(self, monkeypatch, launches):
         """Grid dimension z holds 65535 programs: a larger batch is launched in slices (here of 2 images)."""
@@ -352,6 +358,27 @@ class TestLaunchSettings:
         assert [launch["kernel"] for launch in launches[3:]] == ["forward", "responses"]
 
 
+def test_forward_autotune_times_the_configs_fitted_to_each_call():
+    """On a GPU the forward is autotuned over FORWARD_CONFIGS, each fitted to the call's channels and outputs
+    per group and its offset width; configs that fit to the same tiles are timed once, and where one is left
+    autotune launches it untimed. The interpreter (and every launch test above) runs the first directly."""
+    def fitted(channels, outputs, index):
+        configs = triton_acda._forward_configs(None, {"group_channels": channels, "group_outputs": outputs},
+                                               INDEX=index)
+        return [(config.kwargs["BLOCK_P"], config.kwargs["BLOCK_C"], config.kwargs["BLOCK_O"], config.num_warps,
+                 config.num_stages) for config in configs]
+
+    int32, int64 = triton.language.int32, triton.language.int64
+    widest = [(blocks["pixels"], blocks["channels"], blocks["outputs"], blocks["warps"], blocks["stages"])
+              for blocks in triton_acda.FORWARD_CONFIGS]
+    assert len(widest) > 1 and fitted(4096, 4096, int32) == widest
+    assert fitted(5, 40, int32) == [(16, 16, 64, 8, 1)]  # 128- and 64-wide output blocks both fit 40 outputs to 64
+    assert fitted(4096, 4096, int64) == [(16, 16, 64, 8, 1)]  # 64-bit offsets cap the output block at 64
+    autotuned = triton_acda._acda_forward_autotuned
+    assert autotuned.fn is triton_acda._acda_forward_kernel
+    assert {"group_channels", "group_outputs", "pixels", "INDEX"} <= set(autotuned.keys)
+
+
 def test_cpu_without_the_interpreter_is_refused(monkeypatch):
     monkeypatch.setattr(triton_acda, "_interpreted", lambda: False)
     assert not triton_acda.available("cpu")
@@ -362,8 +389,9 @@ def test_cpu_without_the_interpreter_is_refused(monkeypatch):
 
 @pytest.mark.slow
 def test_kernels_compile_for_cuda_targets_without_spills():
-    """Without a GPU: Triton lowers all four kernels for sm_80 and sm_90 in every dtype (in a fresh process,
-    where the interpreter is off), and ptxas keeps them in registers."""
+    """Without a GPU: Triton lowers all four kernels (the forward in every config autotune may pick) for sm_80
+    and sm_90 in every dtype (in a fresh process, where the interpreter is off), and ptxas keeps them in
+    registers."""
     script = Path(__file__).with_name("triton_compile_check.py")
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(script.parent.parent)}
     result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=1200)
@@ -374,7 +402,8 @@ def test_kernels_compile_for_cuda_targets_without_spills():
         stacks = [int(field.split("=")[1]) for field in row.split() if field.startswith("stack=")]
         shared = [int(field.split("=")[1]) for field in row.split() if field.startswith("shared=")]
         # fp64 (a reference dtype, not a speed path): its gather spills 24 bytes at 8 warps on sm_80.
-        assert len(stacks) == 4 and max(stacks) <= (32 if " fp64 " in row else 16), row
+        assert len(stacks) == 3 + len(triton_acda.FORWARD_CONFIGS), row
+        assert max(stacks) <= (32 if " fp64 " in row else 16), row
         assert max(shared) <= 163 * 1024, row  # an A100's largest shared memory per block
 
 

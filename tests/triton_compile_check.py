@@ -62,10 +62,12 @@ def main() -> int:
                             PRECISION=precision)
                 line = [f"sm_{arch} {x_type:4} {precision:4} {index} k={kernel_size}"]
                 gemm_type = x_type if x_type in ("bf16", "fp16") else acc_type  # D, z and gz, as the kernels take them
+                forward_types = {"x_ptr": x_type, "d_ptr": gemm_type, "coef_ptr": x_type, "bias_ptr": x_type,
+                                 "y_ptr": x_type}
+                forward = dict(dots, HAS_BIAS=True)
                 for name, kernel, blocks, types, constexprs in [
-                    ("forward", triton_acda._acda_forward_kernel, triton_acda.FORWARD_BLOCKS,
-                     {"x_ptr": x_type, "d_ptr": gemm_type, "coef_ptr": x_type, "bias_ptr": x_type, "y_ptr": x_type},
-                     dict(dots, HAS_BIAS=True)),
+                    *((f"forward[{i}]", triton_acda._acda_forward_kernel, blocks, forward_types, forward)
+                      for i, blocks in enumerate(triton_acda.FORWARD_CONFIGS)),  # each config autotune may pick
                     ("responses", triton_acda._acda_responses_kernel, triton_acda.BACKWARD_BLOCKS,
                      {"x_ptr": x_type, "d_ptr": gemm_type, "z_ptr": gemm_type}, dots),
                     ("atom_grad", triton_acda._acda_atom_grad_kernel, triton_acda.BACKWARD_BLOCKS,
@@ -73,9 +75,11 @@ def main() -> int:
                     ("input_grad", triton_acda._acda_input_grad_kernel, triton_acda.INPUT_GRAD_BLOCKS,
                      {"gz_ptr": gemm_type, "d_ptr": gemm_type, "gx_ptr": x_type}, backward),
                 ]:
-                    constexprs = dict(constexprs, BLOCK_P=blocks["pixels"], BLOCK_C=blocks["channels"])
-                    if "outputs" in blocks:  # as triton_acda._settings picks it
-                        constexprs["BLOCK_O"] = blocks["outputs" if index == tl.int32 else "outputs_64bit"]
+                    # the widest blocks, as triton_acda._settings caps them at this index width
+                    constexprs = dict(constexprs, BLOCK_P=blocks["pixels"],
+                                      BLOCK_C=triton_acda._cap(blocks, "channels", index))
+                    if "outputs" in blocks:
+                        constexprs["BLOCK_O"] = triton_acda._cap(blocks, "outputs", index)
                     usage = resources(compile_kernel(kernel, types, constexprs, blocks, target), scratch)
                     line.append(f"{name} registers={usage['registers']} stack={usage['stack']} "
                                 f"shared={usage['shared']}")

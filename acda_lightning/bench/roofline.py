@@ -38,7 +38,7 @@ H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e1
 ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
 NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
 GENERATOR_HIDDEN = 64
-# as nn/kernels/triton_acda.py's FORWARD_BLOCKS["outputs"], INPUT_GRAD_BLOCKS["channels"] and TAP_BLOCK
+# as nn/kernels/triton_acda.py's FORWARD_CONFIGS[0]["outputs"], INPUT_GRAD_BLOCKS["channels"] and TAP_BLOCK
 TRITON_FORWARD_OUTPUT_BLOCK, TRITON_INPUT_GRAD_CHANNEL_BLOCK, TRITON_TAP_BLOCK = 128, 256, 16
 KERNELS = ("conv", "basis", "triton", "generator")
 

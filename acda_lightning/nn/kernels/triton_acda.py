@@ -43,13 +43,15 @@ sets), and exact IEEE float32 otherwise. Tested under Triton's interpreter again
 bf16 inputs to 2e-2 (output) and 5e-2 (gradients) of the largest value.
 
 Sizes: offsets inside one image are 32-bit unless some per-image tensor spans more than 2^31 - 1
-elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation); the batch
+elements (e.g. 1x513x2048x2048), where every index is 64-bit (a separate compilation, with half-width
+forward output and gather channel blocks: 64-bit addresses take registers); the batch
 offset is always 64-bit. The batch is the grid's z dimension, launched in slices of 65535 images.
 
 Where it runs: CUDA tensors, with Triton importable. On CPU only under Triton's interpreter
 (``TRITON_INTERPRET=1`` set before ``triton`` is first imported: Triton's own library functions
 are compiled or interpreted from that moment, for the whole process), which is how it is tested
-without a GPU. The block sizes below are untimed: no GPU has run this kernel yet.
+without a GPU. The block sizes below are untimed: no GPU has run this kernel yet. On a GPU the forward
+is autotuned (``triton.autotune``) over a short list of output block widths; the backward is not.
 """
 
 from __future__ import annotations
@@ -77,10 +79,19 @@ except ImportError:  # the package still imports without Triton; available() say
 # Table 6's 256). The forward is not software-pipelined (one stage): two stages of its fp32/fp64 A tiles
 # took 98-197 KB of shared memory, past an A100's 163 KB at fp64. The input-gradient gather (2D tiles, no dot) takes 16 pixels by up to 256 channels: each
 # channel block re-reads D, so at up to 256 channels D is read once per pixel tile (bf16 226 registers,
-# fp64 254, no spills; 32 pixels spilled 48-128 bytes).
-FORWARD_BLOCKS = {"pixels": 16, "channels": 16, "outputs": 128, "outputs_64bit": 64, "warps": 8, "stages": 1}
+# fp64 254, no spills; 32 pixels spilled 48-128 bytes). A "<tile>_64bit" entry caps that tile where every
+# index is 64-bit, which costs registers: the gather at 256 channels spilled 88-504 bytes there (sm_90 and
+# sm_80, fp16 to fp64), at 128 it takes 186-225 registers without spills.
+# On a GPU the forward is autotuned over FORWARD_CONFIGS per channel, output and pixel counts (and the
+# compile-time settings); the interpreter runs the first. They differ in output block only: a narrower one
+# gives more programs where there are few pixel tiles (deep layers) but recomputes z once per block. 4 warps,
+# 32 pixels or channels at 64 outputs, and 32 outputs (fp64), spilled.
+FORWARD_CONFIGS = [
+    {"pixels": 16, "channels": 16, "outputs": outputs, "outputs_64bit": 64, "warps": 8, "stages": 1}
+    for outputs in (128, 64)
+]
 BACKWARD_BLOCKS = {"pixels": 16, "channels": 16, "warps": 8}
-INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "warps": 8}
+INPUT_GRAD_BLOCKS = {"pixels": 16, "channels": 256, "channels_64bit": 128, "warps": 8}
 TAP_BLOCK = 16
 
 
@@ -116,7 +127,7 @@ def _window_responses(corner, atoms_p, c, c_ok, p_ok, num_atoms, sx_c, step_h, s
 @_jit
 def _acda_forward_kernel(
     x_ptr, d_ptr, coef_ptr, bias_ptr, y_ptr,
-    group_channels, group_outputs, output_blocks, num_atoms, out_w, pixels, stride, dilation,
+    group_channels, group_outputs, num_atoms, out_w, pixels, stride, dilation,
     sx_b, sx_c, sx_h, sx_w,
     sd_b, sd_m, sd_t, sd_p,
     sc_o, sc_c, sc_m,
@@ -128,6 +139,7 @@ def _acda_forward_kernel(
     """y[b, o, p] = bias[o] + sum_{c, a} A[o, c, a] sum_t D[b, a, t, p] xpad[b, g*C/g + c, window_t(p)], one
     tile: output block ``program_id(1) % output_blocks`` of group g = ``program_id(1) // output_blocks``, whose
     outputs read only that group's input channels (c < C/g; A is (O, C/g, m))."""
+    output_blocks = tl.cdiv(group_outputs, BLOCK_O)  # per group
     batch = tl.program_id(2).to(tl.int64)
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(INDEX)
     p_ok = p < pixels
@@ -307,6 +319,12 @@ def _block(count: int, cap: int) -> int:
     return max(16, min(cap, triton.next_power_of_2(count)))
 
 
+def _cap(blocks: dict, tile: str, index) -> int:
+    """The widest ``tile`` block at this index width: ``blocks[tile + "_64bit"]``, where there is one, for
+    64-bit offsets."""
+    return blocks.get(f"{tile}_64bit", blocks[tile]) if index == tl.int64 else blocks[tile]
+
+
 # The largest offset a kernel addresses in 32 bits; beyond it (inside one image: the batch offset is
 # always 64-bit) every index is 64-bit. Grid dimension z (the batch) holds at most MAX_GRID_BATCH programs.
 INT32_OFFSETS = 2**31 - 1
@@ -319,14 +337,29 @@ def _image_span(tensor: torch.Tensor) -> int:
     return sum((size - 1) * abs(step) for size, step in zip(tensor.shape[1:], tensor.stride()[1:]))
 
 
+def _tiles(blocks: dict, channels: int, index) -> dict:
+    """A kernel's tile sizes and warps for ``channels`` (the channels one program loops over) at this index
+    width."""
+    return dict(BLOCK_P=blocks["pixels"], BLOCK_C=_block(channels, _cap(blocks, "channels", index)),
+                num_warps=blocks["warps"])
+
+
+def _forward_tiles(blocks: dict, group_channels: int, group_outputs: int, index) -> dict:
+    """One forward config's tiles, warps and stages for one group's input channels and outputs."""
+    return dict(_tiles(blocks, group_channels, index), num_stages=blocks["stages"],
+                BLOCK_O=_block(group_outputs, _cap(blocks, "outputs", index)))
+
+
+FORWARD_TILE_KEYS = ("BLOCK_P", "BLOCK_C", "BLOCK_O", "num_warps", "num_stages")
+
+
 def _settings(x: torch.Tensor, coefficients: torch.Tensor, kernel_size: int, blocks: dict,
               per_image: list[torch.Tensor], groups: int = 1) -> dict:
     """The forward kernel's compile-time arguments for these operands, tile sizes, per-image tensors and
     groups (its channel and output blocks span one group's C/groups inputs and O/groups outputs)."""
-    tiles = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
-    outputs = blocks["outputs" if tiles["INDEX"] == tl.int32 else "outputs_64bit"]
-    return dict(tiles, **_dot_settings(x, coefficients.shape[2]),
-                BLOCK_O=_block(coefficients.shape[0] // groups, outputs), num_stages=blocks["stages"])
+    common = _tile_settings(x, kernel_size, blocks, per_image, channels=coefficients.shape[1])
+    tiles = _forward_tiles(blocks, coefficients.shape[1], coefficients.shape[0] // groups, common["INDEX"])
+    return dict(common, **_dot_settings(x, coefficients.shape[2]), **tiles)
 
 
 def _dot_settings(x: torch.Tensor, num_atoms: int) -> dict:
@@ -355,15 +388,27 @@ def _tile_settings(x: torch.Tensor, kernel_size: int, blocks: dict, per_image: l
                    channels: int) -> dict:
     """The compile-time arguments every kernel takes: taps, pixel tiles and tiles of ``channels`` (the
     channels one program loops over), accumulator, index width."""
-    wide = max(map(_image_span, per_image)) > INT32_OFFSETS
-    return dict(
-        KSIZE=kernel_size,
-        BLOCK_P=blocks["pixels"],
-        BLOCK_C=_block(channels, blocks["channels"]),
-        ACC=tl.float64 if x.dtype == torch.float64 else tl.float32,
-        INDEX=tl.int64 if wide else tl.int32,
-        num_warps=blocks["warps"],
-    )
+    index = tl.int64 if max(map(_image_span, per_image)) > INT32_OFFSETS else tl.int32
+    return dict(KSIZE=kernel_size, ACC=tl.float64 if x.dtype == torch.float64 else tl.float32, INDEX=index,
+                **_tiles(blocks, channels, index))
+
+
+def _forward_configs(configs, named_args: dict, **constexprs) -> list:
+    """autotune's early prune: FORWARD_CONFIGS fitted to this call (blocks no wider than its channels and
+    outputs, at its index width's caps), duplicates dropped; one left is launched without benchmarking."""
+    fitted = [_forward_tiles(blocks, named_args["group_channels"], named_args["group_outputs"], constexprs["INDEX"])
+              for blocks in FORWARD_CONFIGS]
+    distinct = {tuple(tiles.items()): tiles for tiles in fitted}.values()
+    return [triton.Config({key: tiles[key] for key in ("BLOCK_P", "BLOCK_C", "BLOCK_O")},
+                          num_warps=tiles["num_warps"], num_stages=tiles["num_stages"]) for tiles in distinct]
+
+
+# Keyed on the counts and on every compile-time argument that changes the code (autotune adds the dtypes).
+_acda_forward_autotuned = None if triton is None else triton.autotune(
+    configs=_forward_configs(None, {"group_channels": 2**20, "group_outputs": 2**20}, INDEX=tl.int32),  # widest
+    key=["group_channels", "group_outputs", "pixels", "KSIZE", "ATOMS", "PRECISION", "INDEX", "HAS_BIAS"],
+    prune_configs_by={"early_config_prune": _forward_configs},
+)(_acda_forward_kernel)
 
 
 def _batch_chunks(batch: int):
@@ -437,14 +482,20 @@ def triton_acda(
     atoms = _atoms(alpha, bases, x)
     xpad = F.pad(x, (padding,) * 4)
     y = _empty_output(x, coefficients, alpha)
-    settings = _settings(x, coefficients, kernel_size, FORWARD_BLOCKS, [xpad, atoms, y], groups)
-    output_blocks = triton.cdiv(group_outputs, settings["BLOCK_O"])  # per group
-    tiles = (triton.cdiv(pixels, settings["BLOCK_P"]), groups * output_blocks)
+    settings = _settings(x, coefficients, kernel_size, FORWARD_CONFIGS[0], [xpad, atoms, y], groups)
+    autotuned = not _interpreted()  # on a GPU autotune picks the tiles per call, and with them the grid
+    if autotuned:
+        settings = {key: value for key, value in settings.items() if key not in FORWARD_TILE_KEYS}
+    kernel = _acda_forward_autotuned if autotuned else _acda_forward_kernel
     with _on_device(x.device):
         for images in _batch_chunks(x.shape[0]):
-            _acda_forward_kernel[(*tiles, images.stop - images.start)](
+            def grid(tiles, count=images.stop - images.start):
+                return (triton.cdiv(pixels, tiles["BLOCK_P"]), groups * triton.cdiv(group_outputs, tiles["BLOCK_O"]),
+                        count)
+
+            kernel[grid if autotuned else grid(settings)](
                 xpad[images], atoms[images], coefficients, y if bias is None else bias, y[images],
-                coefficients.shape[1], group_outputs, output_blocks, num_atoms, out_w, pixels, stride, dilation,
+                coefficients.shape[1], group_outputs, num_atoms, out_w, pixels, stride, dilation,
                 *xpad.stride(), *atoms.stride(), *coefficients.stride(), *y.stride(),
                 HAS_BIAS=bias is not None,
                 **settings,
