@@ -66,6 +66,7 @@ struct Geometry {
   int64_t pixels() const { return out_h * out_w; }
   int64_t rows() const { return batch * out_h; }  // output rows of the whole batch: bands cut these
   int64_t bands() const { return (rows() + band_rows - 1) / band_rows; }
+  bool whole_images() const { return band_rows % out_h == 0; }
   int64_t channel_stride() const { return stride * stride * plane_h * plane_w; }
   int64_t image_stride() const { return channels * channel_stride(); }
 };
@@ -124,11 +125,7 @@ inline void store(T* target, const Vec<T>& value) { std::memcpy(target, &value, 
 // The first n lanes only (a row's last vector).
 template <typename T>
 inline void store_first(T* target, const Vec<T>& value, int64_t n) {
-  if (n == lanes<T>()) {
-    store(target, value);
-  } else {
-    for (int64_t l = 0; l < n; ++l) target[l] = value[l];
-  }
+  std::memcpy(target, &value, n * sizeof(T));
 }
 
 template <typename T>
@@ -244,14 +241,20 @@ struct PixelPass {
   }
 };
 
-// Output rows per band: z within kBandBytes but at least kMinBandPixels for the GEMM, at least two bands
-// per thread (backward runs even and odd bands apart), and at least the rows a window overlaps its
-// neighbours by (bands two apart then never touch the same input row).
-int64_t band_rows(int64_t rows, int64_t out_w, int64_t pixel_bytes, int64_t overlap_rows) {
+// Output rows per band: z within kBandBytes but at least kMinBandPixels for the GEMM. Where whole images fit,
+// a band is whole images (no two bands then share an input row) and there is a band per thread; else at
+// least two bands per thread (backward runs even and odd bands apart) and at least the rows a window
+// overlaps its neighbours by (bands two apart then never touch the same input row).
+int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t pixel_bytes, int64_t overlap_rows) {
   const int64_t fit = std::max<int64_t>(kBandBytes / std::max<int64_t>(out_w * pixel_bytes, 1),
                                         (kMinBandPixels + out_w - 1) / out_w);
-  const int64_t bands = 2 * at::get_num_threads();
-  const int64_t spread = (rows + bands - 1) / bands;
+  const int64_t threads = at::get_num_threads();
+  if (out_h <= fit) {  // as many bands as threads, or a multiple of it: no thread waits for another's extra band
+    const int64_t most_images = fit / out_h;
+    const int64_t bands = threads * ((batch + threads * most_images - 1) / (threads * most_images));
+    return (batch + bands - 1) / bands * out_h;
+  }
+  const int64_t spread = (batch * out_h + 2 * threads - 1) / (2 * threads);
   return std::max<int64_t>({1, overlap_rows, std::min(fit, spread)});
 }
 
@@ -277,24 +280,60 @@ Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::T
   const int64_t overlap_rows = dilation * (ksize - 1) / stride;
   const int64_t pixel_bytes = x.size(1) * alpha.size(1) * x.element_size();
   return Geometry{x.size(0), x.size(1), alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w, padded_w,
-                  plane_h, plane_w, band_rows(x.size(0) * out_h, out_w, pixel_bytes, overlap_rows),
+                  plane_h, plane_w, band_rows(x.size(0), out_h, out_w, pixel_bytes, overlap_rows),
                   tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
 }
 
-// x zero-padded and split into phase planes: xq[b, c, ph*s + pw, i, j] = xpad[b, c, i*s + ph, j*s + pw].
-at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g) {
-  const int64_t s = g.stride;
-  auto xpad = at::zeros({x.size(0), x.size(1), g.plane_h * s, g.plane_w * s}, x.options());
-  xpad.narrow(2, padding, x.size(2)).narrow(3, padding, x.size(3)).copy_(x);
-  return xpad.view({x.size(0), x.size(1), g.plane_h, s, g.plane_w, s}).permute({0, 1, 3, 5, 2, 4}).contiguous();
+// Calls copy(x's row (b, c, i) as a strided pointer, the phase planes' element of its column j) for every
+// row of x: x's pixel (i, j) is xpad's (i + padding, j + padding), which lies in phase plane
+// ((i + padding) % s, (j + padding) % s) at ((i + padding) / s, (j + padding) / s).
+template <typename Fn>
+void for_rows_in_planes(const at::Tensor& x, int64_t padding, const Geometry& g, Fn&& copy) {
+  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, channels = x.size(1), height = x.size(2);
+  at::parallel_for(0, x.size(0) * channels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bc = begin; bc < end; ++bc) {
+      for (int64_t i = 0; i < height; ++i) {
+        const int64_t row = i + padding;
+        const int64_t planes = bc * g.channel_stride() + (row % s) * s * plane + (row / s) * g.plane_w;
+        copy(bc / channels, bc % channels, i, planes);
+      }
+    }
+  });
 }
 
-// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W) from dL/dxq.
+// x zero-padded and split into phase planes: xq[b, c, ph*s + pw, i, j] = xpad[b, c, i*s + ph, j*s + pw].
+// One pass over x in any layout (channels_last included).
+template <typename T>
+at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g) {
+  auto xq = at::zeros({x.size(0), x.size(1), g.stride * g.stride, g.plane_h, g.plane_w}, x.options());
+  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3), step = x.stride(3);
+  const T* source = x.data_ptr<T>();
+  T* target = xq.data_ptr<T>();
+  for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
+    const T* row = source + b * x.stride(0) + c * x.stride(1) + i * x.stride(2);
+    for (int64_t j = 0; j < width; ++j) {
+      const int64_t col = j + padding;
+      target[planes + (col % s) * plane + col / s] = row[j * step];
+    }
+  });
+  return xq;
+}
+
+// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W), contiguous, from dL/dxq.
+template <typename T>
 at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int64_t padding, const Geometry& g) {
-  const int64_t s = g.stride;
-  return grad_xq.view({x.size(0), x.size(1), s, s, g.plane_h, g.plane_w}).permute({0, 1, 4, 2, 5, 3})
-      .reshape({x.size(0), x.size(1), g.plane_h * s, g.plane_w * s})
-      .narrow(2, padding, x.size(2)).narrow(3, padding, x.size(3)).contiguous();
+  auto grad_x = at::empty(x.sizes(), grad_xq.options());
+  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3);
+  const T* source = grad_xq.data_ptr<T>();
+  T* target = grad_x.data_ptr<T>();
+  for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
+    T* row = target + ((b * x.size(1) + c) * x.size(2) + i) * width;
+    for (int64_t j = 0; j < width; ++j) {
+      const int64_t col = j + padding;
+      row[j] = source[planes + (col % s) * plane + col / s];
+    }
+  });
+  return grad_x;
 }
 
 // Whether oneDNN's matmul runs here: ATen refuses it on CPUs without AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT,
@@ -532,7 +571,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
   at::Tensor y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_forward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
-    const auto xq = phase_planes(x, padding, g);
+    const auto xq = phase_planes<scalar_t>(x, padding, g);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const int64_t out_channels = coefficients.size(0), band_pixels = g.band_rows * g.out_w;
     y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
@@ -568,7 +607,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
   at::Tensor grad_x, grad_alpha, grad_coefficients;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
-    auto xq = phase_planes(x, padding, g);
+    auto xq = phase_planes<scalar_t>(x, padding, g);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
     const int64_t bands = g.bands(), band_pixels = g.band_rows * g.out_w;
@@ -578,9 +617,11 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     auto grad_weight_shares = at::zeros({at::get_num_threads(), mixing.weight.size(0), mixing.weight.size(1),
                                          mixing.weight.size(2)}, x.options());
     const bool inference = c10::InferenceMode::is_enabled();
-    // Two passes (even bands, then odd ones): bands of one image running together never share an input row.
-    for (int64_t parity = 0; parity < 2; ++parity) {
-      at::parallel_for(0, (bands - parity + 1) / 2, 1, [&](int64_t begin, int64_t end) {
+    // Bands of whole images run in one pass. Otherwise two (even bands, then odd ones): bands of one image
+    // running together then never share an input row.
+    const int64_t passes = g.whole_images() ? 1 : 2;
+    for (int64_t parity = 0; parity < passes; ++parity) {
+      at::parallel_for(0, (bands - parity + passes - 1) / passes, 1, [&](int64_t begin, int64_t end) {
         c10::InferenceMode same_mode_as_caller(inference);
         at::NoGradGuard no_grad;
         auto z_storage = at::empty({g.channels * g.atoms * band_pixels}, x.options());
@@ -588,7 +629,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
         auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
         auto share = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
         for (int64_t item = begin; item < end; ++item) {
-          const int64_t index = 2 * item + parity;
+          const int64_t index = passes * item + parity;
           const Band<scalar_t> band{g, index * g.band_rows, std::min(g.band_rows, g.rows() - index * g.band_rows)};
           const auto z = responses_of(band, z_storage);
           form_responses(band, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
@@ -604,7 +645,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
       });
     }
     xq.reset();  // freed before dL/dx is cropped out of its padded planes: the step's memory peak
-    grad_x = from_phase_planes(grad_xq, x, padding, g);
+    grad_x = from_phase_planes<scalar_t>(grad_xq, x, padding, g);
     grad_coefficients = grad_weight_shares.sum(0).view(coefficients.sizes());
   });
   return {grad_x, grad_alpha, grad_coefficients};
