@@ -301,6 +301,16 @@ void for_rows_in_planes(const at::Tensor& x, int64_t padding, const Geometry& g,
   });
 }
 
+// Calls run(first column j, count, offset in the phase planes) once per column phase: columns j, j + s, ...
+// (count of them) of a row land consecutively in one phase plane, from offset on (no division per pixel).
+template <typename Fn>
+inline void for_columns_in_planes(int64_t width, int64_t padding, int64_t s, int64_t plane, Fn&& run) {
+  for (int64_t first = 0; first < std::min(s, width); ++first) {
+    const int64_t col = first + padding;
+    run(first, (width - first + s - 1) / s, (col % s) * plane + col / s);
+  }
+}
+
 // x zero-padded and split into phase planes: xq[b, c, ph*s + pw, i, j] = xpad[b, c, i*s + ph, j*s + pw].
 // One pass over x in any layout (channels_last included).
 template <typename T>
@@ -311,10 +321,10 @@ at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g)
   T* target = xq.data_ptr<T>();
   for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
     const T* row = source + b * x.stride(0) + c * x.stride(1) + i * x.stride(2);
-    for (int64_t j = 0; j < width; ++j) {
-      const int64_t col = j + padding;
-      target[planes + (col % s) * plane + col / s] = row[j * step];
-    }
+    for_columns_in_planes(width, padding, s, plane, [&](int64_t j, int64_t count, int64_t offset) {
+      T* out = target + planes + offset;
+      for (int64_t n = 0; n < count; ++n) out[n] = row[(j + n * s) * step];
+    });
   });
   return xq;
 }
@@ -328,10 +338,10 @@ at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int
   T* target = grad_x.data_ptr<T>();
   for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
     T* row = target + ((b * x.size(1) + c) * x.size(2) + i) * width;
-    for (int64_t j = 0; j < width; ++j) {
-      const int64_t col = j + padding;
-      row[j] = source[planes + (col % s) * plane + col / s];
-    }
+    for_columns_in_planes(width, padding, s, plane, [&](int64_t j, int64_t count, int64_t offset) {
+      const T* in = source + planes + offset;
+      for (int64_t n = 0; n < count; ++n) row[j + n * s] = in[n];
+    });
   });
   return grad_x;
 }
