@@ -262,3 +262,27 @@ def test_inference_mode_gives_the_no_grad_output(groups):
         expected = layer(x)
     with torch.inference_mode():
         torch.testing.assert_close(layer(x), expected, rtol=0, atol=0)
+
+
+def test_gemms_fall_back_where_onednn_matmul_is_refused():
+    """ATen refuses oneDNN's matmul on CPUs without AVX-512 BW/VL/DQ (AVX2-only ones); capping oneDNN's ISA
+    reproduces that here, and the kernel must then run its GEMMs through at::mm, with the same results."""
+    command = """
+import torch
+from acda_lightning.nn import ACDAConv2d
+torch.manual_seed(0)
+layer = ACDAConv2d(16, 8, 3, impl="fused")
+torch.nn.init.normal_(layer.atom_generator[-1].weight, std=0.2)
+x = torch.randn(2, 16, 9, 11, requires_grad=True)
+fused = layer(x)
+(fused_grad,) = torch.autograd.grad(fused.square().sum(), x)
+layer.impl = "basis"
+basis = layer(x)
+(basis_grad,) = torch.autograd.grad(basis.square().sum(), x)
+torch.testing.assert_close(fused, basis, rtol=1e-4, atol=1e-4)
+torch.testing.assert_close(fused_grad, basis_grad, rtol=1e-3, atol=1e-3)
+print("matched")
+"""
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=environment)
+    assert result.returncode == 0 and "matched" in result.stdout, result.stderr[-2000:]
