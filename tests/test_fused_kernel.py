@@ -286,3 +286,21 @@ print("matched")
     environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     result = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, env=environment)
     assert result.returncode == 0 and "matched" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("layout", ["expanded", "channels_last"])
+def test_output_gradients_of_any_layout_are_read_in_place(layout):
+    """dL/dy is read a band at a time in whatever strides it comes (a loss's sum gives an expanded one;
+    channels_last networks give channels_last ones), not copied whole first."""
+    layer = randomised(ACDAConv2d(16, 8, 3, impl="fused"))
+    x = torch.randn(2, 16, 9, 11, requires_grad=True)
+    output = layer(x)
+    if layout == "expanded":
+        cotangent = torch.ones(()).expand_as(output)
+    else:
+        cotangent = torch.randn_like(output).contiguous(memory_format=torch.channels_last)
+    grads = torch.autograd.grad(output, [x, *layer.parameters()], cotangent)
+    layer.impl = "basis"
+    expected = torch.autograd.grad(layer(x), [x, *layer.parameters()], cotangent)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -158,7 +158,7 @@ def fused_acda_backward(
     bf16_gemm: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm)
-    grad_x, grad_alpha, grad_coefficients = _require_extension().backward(grad.contiguous(), *operands)
+    grad_x, grad_alpha, grad_coefficients = _require_extension().backward(grad, *operands)
     return (
         grad_x.contiguous(memory_format=_grad_x_format(x)),
         grad_alpha.contiguous(),

@@ -329,11 +329,22 @@ at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g)
   return xq;
 }
 
-// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W), contiguous, from dL/dxq.
+// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W), contiguous, from dL/dxq. At stride 1 it is
+// cropped in place, into the front of dL/dxq's own storage (no second image-sized buffer at backward's memory
+// peak): every row moves to a lower address than any row not yet moved, so one ordered pass is safe.
 template <typename T>
 at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int64_t padding, const Geometry& g) {
+  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3), rows = x.size(0) * x.size(1) * x.size(2);
+  if (s == 1) {
+    T* data = grad_xq.data_ptr<T>();
+    for (int64_t row = 0; row < rows; ++row) {
+      const int64_t image_channel = row / x.size(2), i = row % x.size(2);
+      const T* source = data + image_channel * plane + (i + padding) * g.plane_w + padding;
+      std::memmove(data + row * width, source, width * sizeof(T));
+    }
+    return grad_xq.view({-1}).narrow(0, 0, rows * width).view(x.sizes());
+  }
   auto grad_x = at::empty(x.sizes(), grad_xq.options());
-  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3);
   const T* source = grad_xq.data_ptr<T>();
   T* target = grad_x.data_ptr<T>();
   for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
@@ -529,16 +540,18 @@ bool in_one_image(const Band<T>& band) {
   return band.row0 / band.g.out_h == (band.row0 + band.rows - 1) / band.g.out_h;
 }
 
-// A (B, O, Ho, Wo) tensor's band as an (O, count) matrix: a view when the band lies in one image, else a copy.
+// A (B, O, Ho, Wo) tensor's band as an (O, count) matrix: a view when the band lies in one image (y, which the
+// forward writes through it, is contiguous), else a copy. dL/dy may have any strides (an expanded gradient,
+// channels_last): it is read a band at a time, never copied whole.
 template <typename T>
 at::Tensor gather_band(const at::Tensor& tensor, const Band<T>& band) {
   const auto& g = band.g;
   if (in_one_image(band))
-    return tensor[band.row0 / g.out_h].view({tensor.size(1), -1}).narrow(1, (band.row0 % g.out_h) * g.out_w,
+    return tensor[band.row0 / g.out_h].reshape({tensor.size(1), -1}).narrow(1, (band.row0 % g.out_h) * g.out_w,
                                                                            band.count());
   auto gathered = at::empty({tensor.size(1), band.count()}, tensor.options());
   band.for_images([&](int64_t b, int64_t r, int64_t n, int64_t q) {
-    gathered.narrow(1, q, n * g.out_w).copy_(tensor[b].view({tensor.size(1), -1}).narrow(1, r * g.out_w, n * g.out_w));
+    gathered.narrow(1, q, n * g.out_w).copy_(tensor[b].reshape({tensor.size(1), -1}).narrow(1, r * g.out_w, n * g.out_w));
   });
   return gathered;
 }
