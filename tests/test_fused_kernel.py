@@ -304,3 +304,12 @@ def test_output_gradients_of_any_layout_are_read_in_place(layout):
     expected = torch.autograd.grad(layer(x), [x, *layer.parameters()], cotangent)
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_empty_batch_gives_empty_outputs_and_gradients():
+    layer = ACDAConv2d(16, 8, 3, impl="fused")
+    x = torch.randn(0, 16, 9, 11, requires_grad=True)
+    output = layer(x)
+    output.sum().backward()
+    assert output.shape == (0, 8, 9, 11) and x.grad.shape == x.shape
+    assert layer.coefficients.grad is not None and not layer.coefficients.grad.any()

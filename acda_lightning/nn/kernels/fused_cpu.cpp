@@ -251,8 +251,8 @@ int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t pixel_byt
   const int64_t threads = at::get_num_threads();
   if (out_h <= fit) {  // as many bands as threads, or a multiple of it: no thread waits for another's extra band
     const int64_t most_images = fit / out_h;
-    const int64_t bands = threads * ((batch + threads * most_images - 1) / (threads * most_images));
-    return (batch + bands - 1) / bands * out_h;
+    const int64_t bands = threads * std::max<int64_t>(1, (batch + threads * most_images - 1) / (threads * most_images));
+    return std::max<int64_t>(1, (batch + bands - 1) / bands) * out_h;  // an empty batch: no band, any size
   }
   const int64_t spread = (batch * out_h + 2 * threads - 1) / (2 * threads);
   return std::max<int64_t>({1, overlap_rows, std::min(fit, spread)});
