@@ -93,7 +93,7 @@ template <typename T>
 struct Chunk {
   const T* x;        // the image's xq at the pixels' own position (channel 0, phase 0)
   int64_t q;         // band-local index of the first pixel in z and dL/dz (rows of count pixels)
-  int64_t qd;        // the same in D (rows of padded_w pixels)
+  int64_t qd;        // the same with each row padded to whole vectors: D holds qd / V's atoms at qd * m * k*k
   const T* alpha;    // alpha at the first pixel
   int64_t alpha_plane;  // alpha's stride between its (atom, basis) planes
   T* grad_alpha;     // same place in dL/dalpha
@@ -133,9 +133,10 @@ struct PixelPass {
   static constexpr int64_t V = lanes<T>();
   const Geometry& g;
   int64_t count;         // pixels in the band: the row stride of z and dL/dz
-  int64_t atom_pixels;   // the row stride of D: the band's rows, each padded to whole vectors
 
-  // D[a, t, qd] = sum_k alpha[a, k, p] bases[k, t], zero in lanes past the row's end.
+  // D[a, t] of a vector of pixels = sum_k alpha[a, k, p] bases[k, t], zero in lanes past the row's end. Each
+  // vector's atoms are one (m, k*k, V) block: as rows of a band-wide (m*k*k, pixels) matrix they lay 1.5 KB
+  // apart, in a handful of L1 sets, and the responses' atom loads missed L1.
   void form_atoms(const Chunk<T>& chunk, const T* bases, T* atoms) const {
     const int64_t taps = g.taps(), plane = chunk.alpha_plane;
     for (int64_t a = 0; a < g.atoms; ++a) {
@@ -148,7 +149,7 @@ struct PixelPass {
           for (int tt = 0; tt < TB; ++tt) acc[tt] += bases[k * taps + t0 + tt] * coefficient;
         }
         for (int tt = 0; tt < TB; ++tt) {
-          T* d = atoms + (a * taps + t0 + tt) * atom_pixels + chunk.qd;
+          T* d = atoms + chunk.qd * g.atoms * taps + (a * taps + t0 + tt) * V;
           store(d, acc[tt]);
           std::fill(d + chunk.n, d + V, T(0));
         }
@@ -166,9 +167,9 @@ struct PixelPass {
         Vec<T> acc[CB][AB] = {};
         for (int64_t t = 0; t < taps; ++t) {
           const T* xt = chunk.x + c0 * channel_stride + g.tap_offsets[t];
-          const T* dt = atoms + (a0 * taps + t) * atom_pixels + chunk.qd;
+          const T* dt = atoms + chunk.qd * g.atoms * taps + (a0 * taps + t) * V;
           Vec<T> d[AB];
-          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * atom_pixels);
+          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * V);
           for (int cc = 0; cc < CB; ++cc) {
             const Vec<T> input = load(xt + cc * channel_stride);
             for (int aa = 0; aa < AB; ++aa) acc[cc][aa] += d[aa] * input;
@@ -211,7 +212,7 @@ struct PixelPass {
     }
   }
 
-  // dL/dxq[c, window_t(p)] += sum_a D[a, t, qd] gz[c*m + a, q], dL/dz held in registers over the taps. Lanes
+  // dL/dxq[c, window_t(p)] += sum_a D[a, t] gz[c*m + a, q], dL/dz held in registers over the taps. Lanes
   // past the row's end add zero (their atoms are zero) to columns of the same plane row, which only this
   // band's thread touches.
   void input_grads(const Chunk<T>& chunk, const T* atoms, const T* gz) const {
@@ -226,9 +227,9 @@ struct PixelPass {
         // Column taps outermost: the taps of one row overlap in dL/dx one element apart, and a load of what the
         // previous tap has just stored, shifted by one element, stalls on store forwarding.
         for (int64_t v = 0; v < g.ksize; ++v) for (int64_t t = v; t < taps; t += g.ksize) {
-          const T* dt = atoms + (a0 * taps + t) * atom_pixels + chunk.qd;
+          const T* dt = atoms + chunk.qd * g.atoms * taps + (a0 * taps + t) * V;
           Vec<T> d[AB];
-          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * atom_pixels);
+          for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * V);
           for (int cc = 0; cc < CB; ++cc) {
             T* gx = chunk.grad_x + (c0 + cc) * channel_stride + g.tap_offsets[t];
             Vec<T> sum = load(gx);
@@ -504,14 +505,11 @@ struct Band {
     }
   }
 
-  // D's row stride: the band's rows, each padded to whole vectors.
-  int64_t atom_pixels() const { return rows * g.padded_w; }
-
   // Calls fn(pass, chunk) for every vector of pixels in the band.
   template <typename Fn>
   void for_chunks(const T* xq, const T* alpha, T* grad_alpha, T* grad_xq, Fn&& fn) const {
     constexpr int64_t V = lanes<T>();
-    const PixelPass<T> pass{g, count(), atom_pixels()};
+    const PixelPass<T> pass{g, count()};
     const int64_t plane = g.pixels(), alpha_stride = g.atoms * g.num_bases * plane;
     std::vector<T> last_alpha;  // the batch's last vector of alpha, copied with a vector of slack
     for (int64_t row = row0; row < row0 + rows; ++row) {
