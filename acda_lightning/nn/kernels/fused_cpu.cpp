@@ -182,8 +182,9 @@ struct PixelPass {
     });
   }
 
-  // dL/dalpha[a, k, p] = sum_t bases[k, t] sum_c gz[c*m + a, q] xq[c, window_t(p)]; grad_atoms: (m, k*k, V).
-  void alpha_grads(const Chunk<T>& chunk, const T* gz, const T* bases, T* grad_atoms) const {
+  // dL/dalpha[a, k, p] = sum_t bases[k, t] sum_c gz[c*m + a, q] xq[c, window_t(p)]; grad_atoms: (m, k*k, V);
+  // gz's rows are gz_stride apart.
+  void alpha_grads(const Chunk<T>& chunk, const T* gz, int64_t gz_stride, const T* bases, T* grad_atoms) const {
     const int64_t taps = g.taps(), channel_stride = g.channel_stride(), plane = g.pixels();
     for_blocks<kAtomBlock>(g.atoms, [&](auto ab, int64_t a0) {
       constexpr int AB = decltype(ab)::value;
@@ -193,7 +194,7 @@ struct PixelPass {
         Vec<T> acc[TB][AB] = {};
         for (int64_t c = 0; c < g.channels; ++c) {
           Vec<T> grad[AB];
-          for (int aa = 0; aa < AB; ++aa) grad[aa] = load(gz + (c * g.atoms + a0 + aa) * count + chunk.q);
+          for (int aa = 0; aa < AB; ++aa) grad[aa] = load(gz + (c * g.atoms + a0 + aa) * gz_stride + chunk.q);
           for (int tt = 0; tt < TB; ++tt) {
             const Vec<T> input = load(chunk.x + c * channel_stride + g.tap_offsets[t0 + tt]);
             for (int aa = 0; aa < AB; ++aa) acc[tt][aa] += grad[aa] * input;
@@ -215,7 +216,7 @@ struct PixelPass {
   // dL/dxq[c, window_t(p)] += sum_a D[a, t] gz[c*m + a, q], dL/dz held in registers over the taps. Lanes
   // past the row's end add zero (their atoms are zero) to columns of the same plane row, which only this
   // band's thread touches.
-  void input_grads(const Chunk<T>& chunk, const T* atoms, const T* gz) const {
+  void input_grads(const Chunk<T>& chunk, const T* atoms, const T* gz, int64_t gz_stride) const {
     const int64_t taps = g.taps(), channel_stride = g.channel_stride();
     for_blocks<kChannelBlock>(g.channels, [&](auto cb, int64_t c0) {
       constexpr int CB = decltype(cb)::value;
@@ -223,7 +224,8 @@ struct PixelPass {
         constexpr int AB = decltype(ab)::value;
         Vec<T> grad[CB][AB];
         for (int cc = 0; cc < CB; ++cc)
-          for (int aa = 0; aa < AB; ++aa) grad[cc][aa] = load(gz + ((c0 + cc) * g.atoms + a0 + aa) * count + chunk.q);
+          for (int aa = 0; aa < AB; ++aa)
+            grad[cc][aa] = load(gz + ((c0 + cc) * g.atoms + a0 + aa) * gz_stride + chunk.q);
         // Column taps outermost: the taps of one row overlap in dL/dx one element apart, and a load of what the
         // previous tap has just stored, shifted by one element, stalls on store forwarding.
         for (int64_t v = 0; v < g.ksize; ++v) for (int64_t t = v; t < taps; t += g.ksize) {
@@ -448,14 +450,18 @@ struct Mixing {
   }
 
   // Backward of forward for one band: dL/dz (C*m, count) from gy (O, count, contiguous, in gemm_type for
-  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). dL/dz has a vector
-  // of zeros after its end, which the pixel passes read into lanes whose atoms are zero (zero, not garbage:
-  // 0 * NaN would be NaN).
+  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). dL/dz's rows are an
+  // odd number of cache lines apart (the pixel passes read a vector from each of its C*m rows per pixel
+  // vector: rows an even number of lines apart crowd into a few L1 sets), and it has a vector of zeros after
+  // its end, which the pixel passes read into lanes whose atoms are zero (zero, not garbage: 0 * NaN = NaN).
   at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, at::Tensor share) const {
-    const int64_t count = z.size(1);
-    at::Tensor storage = at::empty({z.numel() + lanes<T>()}, z.options());
-    storage.narrow(0, z.numel(), lanes<T>()).zero_();
-    at::Tensor gz = storage.narrow(0, 0, z.numel()).view(z.sizes());
+    const int64_t count = z.size(1), line = 64 / sizeof(T), rows = z.size(0);
+    const int64_t lines = (count + line - 1) / line, stride = (lines | 1) * line;
+    at::Tensor storage = at::empty({rows * stride + lanes<T>()}, z.options());
+    storage.narrow(0, rows * stride, lanes<T>()).zero_();
+    const auto padded_rows = storage.narrow(0, 0, rows * stride).view({rows, stride});
+    padded_rows.narrow(1, count, stride - count).zero_();
+    at::Tensor gz = padded_rows.narrow(1, 0, count);
     if (form != Form::per_channel) {
       const auto zg = z.to(gemm_type);
       for (int64_t gi = 0; gi < groups; ++gi) {
@@ -468,17 +474,17 @@ struct Mixing {
     const int64_t mult = group_out();
     const T *zp = z.data_ptr<T>(), *w = weight.data_ptr<T>(), *gp = gy.data_ptr<T>();
     T *gzp = gz.data_ptr<T>(), *sp = share.data_ptr<T>();
-    std::fill(gzp, gzp + gz.numel(), T(0));
+    gz.zero_();
     for (int64_t o = 0; o < out_channels; ++o) {
       const T* g = gp + o * count;
       for (int64_t a = 0; a < atoms; ++a) {
-        const int64_t row = ((o / mult) * atoms + a) * count;
+        const int64_t row = (o / mult) * atoms + a;
         const T coefficient = w[o * atoms + a];
         T dot = 0;
 #pragma omp simd reduction(+ : dot)
         for (int64_t q = 0; q < count; ++q) {
-          gzp[row + q] += coefficient * g[q];
-          dot += zp[row + q] * g[q];
+          gzp[row * stride + q] += coefficient * g[q];
+          dot += zp[row * count + q] * g[q];
         }
         sp[o * atoms + a] += dot;
       }
@@ -658,9 +664,9 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
           const auto gz = mixing.backward(gather_band(grad_y_gemm, band).contiguous(), z, share);
           band.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
                           grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
-                            pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
+                            pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0), bases.data_ptr<scalar_t>(),
                                              grad_atoms.data_ptr<scalar_t>());
-                            pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>());
+                            pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(), gz.stride(0));
                           });
         }
       });
