@@ -6,8 +6,9 @@
 // Work is cut into bands of output rows (a band may span several small images, so the GEMM stays wide).
 // Each thread owns one band at a time: it forms the band's atoms D = alpha . bases, its responses z
 // (C*m x pixels), and multiplies A by z with a single-threaded GEMM (oneDNN) that writes straight into
-// y, so the only full-size tensors are x, alpha and y, and a call has a single parallel region (no
-// per-phase barriers, which stall badly on a loaded machine). Backward recomputes z instead of saving it.
+// y, so the only full-size tensors are x (and its padded phase planes), alpha and y, and a call has a
+// single parallel region (no per-phase barriers, which stall badly on a loaded machine). Backward
+// recomputes z instead of saving it.
 //
 // Every per-pixel loop runs over a vector of consecutive output pixels of one row, so no loop ever needs
 // a horizontal sum and the GEMMs take z, dL/dz and dL/dy in the layout they are made in (no transposed
@@ -132,7 +133,7 @@ template <typename T>
 struct PixelPass {
   static constexpr int64_t V = lanes<T>();
   const Geometry& g;
-  int64_t count;         // pixels in the band: the row stride of z and dL/dz
+  int64_t count;         // pixels in the band: the row stride of z
 
   // D[a, t] of a vector of pixels = sum_k alpha[a, k, p] bases[k, t], zero in lanes past the row's end. Each
   // vector's atoms are one (m, k*k, V) block: as rows of a band-wide (m*k*k, pixels) matrix they lay 1.5 KB
