@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+import torch
 
 from acda_lightning.cli import main
 
@@ -112,3 +113,24 @@ def test_train_view_times_each_network_against_its_conv_twin(capsys):
     assert models == ["resnet18:conv=conv", "resnet18:conv=acda", "ad_resnet_s:conv=conv", "ad_resnet_s:conv=acda",
                       "lenet:conv=conv", "lenet:conv=acda"]
     assert all(row["ratio_to_conv"]["median"] > 0 for row in result["rows"][1::2])
+
+
+def test_layer_view_under_bf16_autocast_runs_every_forward_in_bf16(capsys, monkeypatch):
+    """`--autocast bf16` times conv and ACDA alike under torch.autocast (what bf16-mixed training runs)."""
+    from acda_lightning.bench import layer
+
+    output_dtypes = {}
+    measured_step = layer.step
+
+    def recording_step(module, x, mode, autocast=None):
+        kind = type(module).__name__
+        module.register_forward_hook(lambda _, args, output: output_dtypes.setdefault(kind, set()).add(output.dtype))
+        return measured_step(module, x, mode, autocast)
+
+    monkeypatch.setattr(layer, "step", recording_step)
+    result = bench_json(capsys, "layer", "--quick", "--impls", "basis", "fused", "--autocast", "bf16")
+    # (the DFN baseline computes in fp32 under autocast: its own choice, timed as it runs)
+    assert output_dtypes["Conv2d"] == output_dtypes["ACDAConv2d"] == {torch.bfloat16}
+    assert {row["autocast"] for row in result["layer_rows"]} == {"torch.bfloat16"}
+    main(["bench", "layer", "--quick", "--impls", "basis", "--autocast", "bf16"])
+    assert "(autocast bfloat16, conv and ACDA alike)" in capsys.readouterr().out

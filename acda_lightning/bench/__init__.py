@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 VIEWS = ("layer", "table6", "table7", "train", "roofline")
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16}
 
 
 def cpu_model() -> str:
@@ -46,6 +47,7 @@ def layer_settings(args):
     if args.quick:
         settings = layer.LayerSettings(kernel_sizes=[3], channels=[4], sizes=[8], batch=1, warmup=0, repeats=1)
     settings.depthwise = args.groups == "depthwise"
+    settings.autocast = AUTOCAST_DTYPES[args.autocast]
     for key in ("kernel_sizes", "channels", "sizes", "impls"):
         if getattr(args, key):
             setattr(settings, key, getattr(args, key))
@@ -86,7 +88,8 @@ def run(args) -> str:
         text.append(layer.markdown(rows))
         if not settings.depthwise:
             result["resnet18_rows"] = layer.bench_resnet18(settings, device, quick=args.quick)
-            text.append(layer.network_markdown(result["resnet18_rows"], layer.RESNET18_TITLE))
+            under = f" (autocast {args.autocast})" if settings.autocast else ""
+            text.append(layer.network_markdown(result["resnet18_rows"], layer.RESNET18_TITLE + under))
         if args.plot:
             layer.plot(rows, Path(args.plot))
             result["plot"] = str(args.plot)
@@ -111,3 +114,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--plot", help="layer view: write a PNG of time and memory vs kernel size here")
+    parser.add_argument("--autocast", choices=list(AUTOCAST_DTYPES), default="none",
+                        help="layer view: every forward under torch.autocast (bf16: as --trainer.precision bf16-mixed)")

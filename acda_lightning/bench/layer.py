@@ -25,6 +25,8 @@ class LayerSettings:
     repeats: int = 5
     impls: list[str] | None = None  # None: every impl offered on the device (kernels.device_impls)
     depthwise: bool = False  # groups = channels for nn.Conv2d and ACDA (the baselines have no groups)
+    # Every candidate's forward under torch.autocast to this dtype (what --trainer.precision bf16-mixed does).
+    autocast: torch.dtype | None = None
     # DFN's per-pixel filters beyond this are reported as out of memory instead of being allocated.
     memory_limit_bytes: int = 8 << 30
 
@@ -50,19 +52,22 @@ def candidates(
     return layers
 
 
-def step(layer: nn.Module, x: torch.Tensor, mode: str):
-    """One call of the measured work; returns a closure so timing and memory run the same code."""
+def step(layer: nn.Module, x: torch.Tensor, mode: str, autocast: torch.dtype | None = None):
+    """One call of the measured work; returns a closure so timing and memory run the same code. With
+    ``autocast`` the forward runs under ``torch.autocast`` to that dtype, the backward outside it."""
+    precision = torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None)
     if mode == "inference":
         layer.eval()
 
         def run():
-            with torch.no_grad():
+            with torch.no_grad(), precision:
                 layer(x)
     else:
         layer.train()
 
         def run():
-            output = layer(x)
+            with precision:
+                output = layer(x)
             if mode == "forward_backward":
                 output.backward(torch.ones_like(output))
     return run
@@ -81,7 +86,8 @@ def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
                 skipped = {"dfn"} if predicted_dfn > settings.memory_limit_bytes else set()
                 auto = resolve_impl("auto", x, kernel_size, size * size)
                 for mode in MODES:
-                    runs = {name: step(layer, x, mode) for name, layer in layers.items() if name not in skipped}
+                    runs = {name: step(layer, x, mode, settings.autocast) for name, layer in layers.items()
+                            if name not in skipped}
                     times = interleaved_times(runs, device, settings.warmup, settings.repeats)
                     ratios = ratio_summaries(times, "conv")
                     memory = {name: peak_memory(run, device) for name, run in runs.items()}
@@ -93,6 +99,7 @@ def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
                             "batch": settings.batch,
                             "groups": channels if settings.depthwise else 1,
                             "mode": mode,
+                            "autocast": None if settings.autocast is None else str(settings.autocast),
                             "layer": name,
                             "auto": name == f"acda_{auto}",
                             "parameters": sum(p.numel() for p in layers[name].parameters()),
@@ -111,9 +118,11 @@ def bench_layers(settings: LayerSettings, device: torch.device) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = []
+    autocast = rows[0]["autocast"] if rows else None
+    under = f" (autocast {autocast.removeprefix('torch.')}, conv and ACDA alike)" if autocast else ""
     for mode in MODES:
         lines += [
-            f"\n### {mode.replace('_', '+')}\n",
+            f"\n### {mode.replace('_', '+')}{under}\n",
             "| k | C | size | layer | time (ms) | time / conv: median [min, max] | peak MB | memory / conv |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -197,7 +206,7 @@ def resnet18_layer_shapes(size: int, batch: int) -> list[LayerShape]:
 
 
 def bench_network_layers(shapes: list[LayerShape], impls: list[str], device: torch.device, warmup: int,
-                         repeats: int) -> list[dict]:
+                         repeats: int, autocast: torch.dtype | None = None) -> list[dict]:
     """Forward+backward of each layer shape: nn.Conv2d, ACDA with each impl, and what "auto" picks."""
     rows = []
     for shape in shapes:
@@ -208,7 +217,7 @@ def bench_network_layers(shapes: list[LayerShape], impls: list[str], device: tor
         layers = {name: layer.to(device) for name, layer in layers.items()}
         x = torch.randn(shape.input_shape, device=device, requires_grad=True)
         out_pixels = layers["conv"](x).shape[-2:].numel()
-        runs = {name: step(layer, x, "forward_backward") for name, layer in layers.items()}
+        runs = {name: step(layer, x, "forward_backward", autocast) for name, layer in layers.items()}
         ratios = ratio_summaries(interleaved_times(runs, device, warmup, repeats), "conv")
         rows.append({**shape.__dict__, "input_shape": list(shape.input_shape),
                      "auto": resolve_impl("auto", x, shape.kernel_size, out_pixels), "ratios": ratios})
@@ -237,4 +246,5 @@ def bench_resnet18(settings: LayerSettings, device: torch.device, quick: bool = 
     """The per-layer table of a converted resnet18 (``--quick``: 32 px, batch 2, plumbing only)."""
     size, batch = (32, 2) if quick else (RESNET18_SIZE, RESNET18_BATCH)
     impls = runnable_impls(device_impls(device) if settings.impls is None else settings.impls, device)
-    return bench_network_layers(resnet18_layer_shapes(size, batch), impls, device, settings.warmup, settings.repeats)
+    return bench_network_layers(resnet18_layer_shapes(size, batch), impls, device, settings.warmup, settings.repeats,
+                                settings.autocast)
