@@ -60,7 +60,7 @@ inline void for_blocks(int64_t count, Fn&& fn) {
 
 struct Geometry {
   int64_t batch, channels, atoms, num_bases, ksize, stride, dilation, out_h, out_w, padded_w, plane_h, plane_w,
-      band_rows;
+      band_rows, slab_rows;
   std::vector<int64_t> tap_offsets;  // tap t's offset in a channel's phase planes, from the pixel's own position
 
   int64_t taps() const { return ksize * ksize; }
@@ -283,9 +283,13 @@ Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::T
                                    padded_w + dilation * (ksize - 1) / stride);
   const int64_t overlap_rows = dilation * (ksize - 1) / stride;
   const int64_t pixel_bytes = x.size(1) * alpha.size(1) * x.element_size();
+  const int64_t band = band_rows(x.size(0), out_h, out_w, pixel_bytes, overlap_rows);
+  // Backward works through a band a slab at a time, each within kBandBytes: a band may need more rows than
+  // that (a 7x7 window overlaps 6), and two threads' scratch is a good part of the step's memory peak.
+  const int64_t fit_rows = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(out_w * pixel_bytes, 1));
+  const int64_t slabs = (band + fit_rows - 1) / fit_rows;
   return Geometry{x.size(0), x.size(1), alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w, padded_w,
-                  plane_h, plane_w, band_rows(x.size(0), out_h, out_w, pixel_bytes, overlap_rows),
-                  tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
+                  plane_h, plane_w, band, (band + slabs - 1) / slabs, tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
 }
 
 // Calls copy(x's row (b, c, i) as a strided pointer, the phase planes' element of its column j) for every
@@ -638,7 +642,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     auto xq = phase_planes<scalar_t>(x, padding, g);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
-    const int64_t bands = g.bands(), band_pixels = g.band_rows * g.out_w;
+    const int64_t bands = g.bands(), slab_pixels = g.slab_rows * g.out_w;
     auto grad_xq = at::zeros_like(xq);
     grad_alpha = at::empty_like(alpha);
     // Each thread sums its bands' share of dL/dA; the shares are added once at the end.
@@ -652,23 +656,26 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
       at::parallel_for(0, (bands - parity + passes - 1) / passes, 1, [&](int64_t begin, int64_t end) {
         c10::InferenceMode same_mode_as_caller(inference);
         at::NoGradGuard no_grad;
-        auto z_storage = at::empty({g.channels * g.atoms * band_pixels}, x.options());
-        auto atoms = at::empty({g.atoms * g.taps() * g.band_rows * g.padded_w}, x.options());
+        auto z_storage = at::empty({g.channels * g.atoms * slab_pixels}, x.options());
+        auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
         auto share = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
         for (int64_t item = begin; item < end; ++item) {
-          const int64_t index = passes * item + parity;
-          const Band<scalar_t> band{g, index * g.band_rows, std::min(g.band_rows, g.rows() - index * g.band_rows)};
-          const auto z = responses_of(band, z_storage);
-          form_responses(band, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
-                         atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
-          const auto gz = mixing.backward(gather_band(grad_y_gemm, band).contiguous(), z, share);
-          band.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
-                          grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
-                            pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0), bases.data_ptr<scalar_t>(),
-                                             grad_atoms.data_ptr<scalar_t>());
-                            pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(), gz.stride(0));
-                          });
+          const int64_t first = (passes * item + parity) * g.band_rows, last = std::min(first + g.band_rows, g.rows());
+          for (int64_t row = first; row < last; row += g.slab_rows) {
+            const Band<scalar_t> slab{g, row, std::min(g.slab_rows, last - row)};
+            const auto z = responses_of(slab, z_storage);
+            form_responses(slab, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
+                           atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, share);
+            slab.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
+                            grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
+                              pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
+                                               bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
+                              pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                                               gz.stride(0));
+                            });
+          }
         }
       });
     }
