@@ -249,9 +249,9 @@ struct PixelPass {
 // a band is whole images (no two bands then share an input row) and there is a band per thread; else at
 // least two bands per thread (backward runs even and odd bands apart) and at least the rows a window
 // overlaps its neighbours by (bands two apart then never touch the same input row).
-int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t pixel_bytes, int64_t overlap_rows) {
-  const int64_t fit = std::max<int64_t>(kBandBytes / std::max<int64_t>(out_w * pixel_bytes, 1),
-                                        (kMinBandPixels + out_w - 1) / out_w);
+// budget_rows: the rows whose responses fit in kBandBytes.
+int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t budget_rows, int64_t overlap_rows) {
+  const int64_t fit = std::max<int64_t>(budget_rows, (kMinBandPixels + out_w - 1) / out_w);
   const int64_t threads = at::get_num_threads();
   if (out_h <= fit) {  // as many bands as threads, or a multiple of it: no thread waits for another's extra band
     const int64_t most_images = fit / out_h;
@@ -282,12 +282,12 @@ Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::T
   const int64_t plane_w = std::max((x.size(3) + 2 * padding + stride - 1) / stride,
                                    padded_w + dilation * (ksize - 1) / stride);
   const int64_t overlap_rows = dilation * (ksize - 1) / stride;
-  const int64_t pixel_bytes = x.size(1) * alpha.size(1) * x.element_size();
-  const int64_t band = band_rows(x.size(0), out_h, out_w, pixel_bytes, overlap_rows);
+  const int64_t row_bytes = out_w * x.size(1) * alpha.size(1) * x.element_size();  // one row's responses
+  const int64_t budget_rows = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(row_bytes, 1));
+  const int64_t band = band_rows(x.size(0), out_h, out_w, budget_rows, overlap_rows);
   // Backward works through a band a slab at a time, each within kBandBytes: a band may need more rows than
   // that (a 7x7 window overlaps 6), and two threads' scratch is a good part of the step's memory peak.
-  const int64_t fit_rows = std::max<int64_t>(1, kBandBytes / std::max<int64_t>(out_w * pixel_bytes, 1));
-  const int64_t slabs = (band + fit_rows - 1) / fit_rows;
+  const int64_t slabs = (band + budget_rows - 1) / budget_rows;
   return Geometry{x.size(0), x.size(1), alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w, padded_w,
                   plane_h, plane_w, band, (band + slabs - 1) / slabs, tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
 }
