@@ -22,6 +22,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -42,6 +44,9 @@ namespace {
 // A band's responses z stay in L2 (1 MiB); the GEMM wants >= 256 pixels.
 constexpr int64_t kBandBytes = 1 << 20;
 constexpr int64_t kMinBandPixels = 256;
+// The responses' group of pixel vectors: atoms within this many bytes of L1, input channels a few blocks at a time.
+constexpr int64_t kAtomGroupBytes = 16 << 10;
+constexpr int64_t kBlocksPerSweep = 4;
 
 // Pixels per vector, and the register blocks: with 6 atoms and 4 channels (AVX-512: 24 accumulators,
 // 6 atom vectors and one input vector in 32 registers; AVX2: 6 + 6 + 1 of 16).
@@ -120,13 +125,36 @@ inline Vec<T> load(const T* source) {
   return value;
 }
 
+// Values, not references: a vector whose address is taken lives on the stack (the accumulator arrays were
+// zeroed there with rep stos and stored twice).
 template <typename T>
-inline void store(T* target, const Vec<T>& value) { std::memcpy(target, &value, sizeof value); }
+inline void store(T* target, Vec<T> value) { std::memcpy(target, &value, sizeof value); }
 
-// The first n lanes only (a row's last vector).
-template <typename T>
-inline void store_first(T* target, const Vec<T>& value, int64_t n) {
-  std::memcpy(target, &value, n * sizeof(T));
+// The first n lanes only (a row's last vector): a plain store when the vector is whole, else one masked store
+// (a memcpy of a run-time length is a library call, and at k=3 those calls took longer than the responses'
+// multiply-adds).
+inline void store_first(float* target, Vec<float> value, int64_t n) {
+  if (n == lanes<float>()) return store(target, value);
+#if ACDA_VECTOR_BYTES == 64
+  _mm512_mask_storeu_ps(target, static_cast<__mmask16>((1u << n) - 1), (__m512)value);
+#elif ACDA_VECTOR_BYTES == 32
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  _mm256_maskstore_ps(target, mask, (__m256)value);
+#else
+  std::memcpy(target, &value, n * sizeof(float));
+#endif
+}
+
+inline void store_first(double* target, Vec<double> value, int64_t n) {
+  if (n == lanes<double>()) return store(target, value);
+#if ACDA_VECTOR_BYTES == 64
+  _mm512_mask_storeu_pd(target, static_cast<__mmask8>((1u << n) - 1), (__m512d)value);
+#elif ACDA_VECTOR_BYTES == 32
+  const __m256i mask = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+  _mm256_maskstore_pd(target, mask, (__m256d)value);
+#else
+  std::memcpy(target, &value, n * sizeof(double));
+#endif
 }
 
 template <typename T>
@@ -152,23 +180,30 @@ struct PixelPass {
         for (int tt = 0; tt < TB; ++tt) {
           T* d = atoms + chunk.qd * g.atoms * taps + (a * taps + t0 + tt) * V;
           store(d, acc[tt]);
-          std::fill(d + chunk.n, d + V, T(0));
+          if (chunk.n < V) std::fill(d + chunk.n, d + V, T(0));
         }
       });
     }
   }
 
-  // z[c*m + a, q] for every channel and atom: AB x CB accumulators stay in registers over all taps.
-  void responses(const Chunk<T>& chunk, const T* atoms, T* z) const {
-    const int64_t taps = g.taps(), channel_stride = g.channel_stride();
-    for_blocks<kChannelBlock>(g.channels, [&](auto cb, int64_t c0) {
+  // z[c*m + a, q] for every channel and atom: AB x CB accumulators stay in registers over all taps. Sizes are
+  // locals: the stores may alias g's fields, which the compiler then reloads after every store.
+  void responses(const Chunk<T>& chunk, const T* atoms, T* z, int64_t first_channel, int64_t end_channel) const {
+    const int64_t taps = g.taps(), channel_stride = g.channel_stride(), atom_count = g.atoms, rows = count,
+                  n = chunk.n;
+    const int64_t* offsets = g.tap_offsets.data();
+    const T* x = chunk.x;
+    const T* chunk_atoms = atoms + chunk.qd * atom_count * taps;
+    T* z_chunk = z + chunk.q;
+    for_blocks<kChannelBlock>(end_channel - first_channel, [&](auto cb, int64_t block) {
       constexpr int CB = decltype(cb)::value;
-      for_blocks<kAtomBlock>(g.atoms, [&](auto ab, int64_t a0) {
+      const int64_t c0 = first_channel + block;
+      for_blocks<kAtomBlock>(atom_count, [&](auto ab, int64_t a0) {
         constexpr int AB = decltype(ab)::value;
         Vec<T> acc[CB][AB] = {};
         for (int64_t t = 0; t < taps; ++t) {
-          const T* xt = chunk.x + c0 * channel_stride + g.tap_offsets[t];
-          const T* dt = atoms + chunk.qd * g.atoms * taps + (a0 * taps + t) * V;
+          const T* xt = x + c0 * channel_stride + offsets[t];
+          const T* dt = chunk_atoms + (a0 * taps + t) * V;
           Vec<T> d[AB];
           for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * V);
           for (int cc = 0; cc < CB; ++cc) {
@@ -176,9 +211,9 @@ struct PixelPass {
             for (int aa = 0; aa < AB; ++aa) acc[cc][aa] += d[aa] * input;
           }
         }
+        T* zb = z_chunk + (c0 * atom_count + a0) * rows;
         for (int cc = 0; cc < CB; ++cc)
-          for (int aa = 0; aa < AB; ++aa)
-            store_first(z + ((c0 + cc) * g.atoms + a0 + aa) * count + chunk.q, acc[cc][aa], chunk.n);
+          for (int aa = 0; aa < AB; ++aa) store_first(zb + (cc * atom_count + aa) * rows, acc[cc][aa], n);
       });
     });
   }
@@ -454,26 +489,37 @@ struct Mixing {
     }
   }
 
+  // dL/dz's row stride for count pixels: an odd number of cache lines (the pixel passes read a vector from each
+  // of its C*m rows per pixel vector: rows an even number of lines apart crowd into a few L1 sets).
+  static int64_t grad_row_stride(int64_t count) {
+    constexpr int64_t line = 64 / sizeof(T);
+    return ((count + line - 1) / line | 1) * line;
+  }
+
+  // Elements of a storage that holds a band's z (C*m, count) and, once z is used, its dL/dz.
+  int64_t scratch_size(int64_t count) const { return in_channels * atoms * grad_row_stride(count) + lanes<T>(); }
+
   // Backward of forward for one band: dL/dz (C*m, count) from gy (O, count, contiguous, in gemm_type for
-  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). dL/dz's rows are an
-  // odd number of cache lines apart (the pixel passes read a vector from each of its C*m rows per pixel
-  // vector: rows an even number of lines apart crowd into a few L1 sets), and it has a vector of zeros after
-  // its end, which the pixel passes read into lanes whose atoms are zero (zero, not garbage: 0 * NaN = NaN).
-  at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, at::Tensor share) const {
-    const int64_t count = z.size(1), line = 64 / sizeof(T), rows = z.size(0);
-    const int64_t lines = (count + line - 1) / line, stride = (lines | 1) * line;
-    at::Tensor storage = at::empty({rows * stride + lanes<T>()}, z.options());
+  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). The GEMM forms write
+  // dL/dz over z (its storage, of scratch_size elements) once dL/dweight has used z: one band-sized buffer per
+  // thread less at backward's memory peak. dL/dz has a vector of zeros after its end, which the pixel passes
+  // read into lanes whose atoms are zero (zero, not garbage: 0 * NaN = NaN).
+  at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& z_storage, at::Tensor share) const {
+    const int64_t count = z.size(1), rows = z.size(0), stride = grad_row_stride(count);
+    const auto zg = form == Form::per_channel ? z : z.to(gemm_type);
+    if (form != Form::per_channel)
+      for (int64_t gi = 0; gi < groups; ++gi)
+        gemm(gy.narrow(0, gi * group_out(), group_out()), zg.narrow(0, gi * group_rows(), group_rows()).t(),
+             share[gi], true);
+    at::Tensor storage = form == Form::per_channel ? at::empty({scratch_size(count)}, z.options()) : z_storage;
     storage.narrow(0, rows * stride, lanes<T>()).zero_();
     const auto padded_rows = storage.narrow(0, 0, rows * stride).view({rows, stride});
     padded_rows.narrow(1, count, stride - count).zero_();
     at::Tensor gz = padded_rows.narrow(1, 0, count);
     if (form != Form::per_channel) {
-      const auto zg = z.to(gemm_type);
-      for (int64_t gi = 0; gi < groups; ++gi) {
-        const auto gyg = gy.narrow(0, gi * group_out(), group_out());
-        gemm(gyg, zg.narrow(0, gi * group_rows(), group_rows()).t(), share[gi], true);
-        gemm(weight[gi].t(), gyg, gz.narrow(0, gi * group_rows(), group_rows()), false);
-      }
+      for (int64_t gi = 0; gi < groups; ++gi)
+        gemm(weight[gi].t(), gy.narrow(0, gi * group_out(), group_out()),
+             gz.narrow(0, gi * group_rows(), group_rows()), false);
       return gz;
     }
     const int64_t mult = group_out();
@@ -575,12 +621,27 @@ void scatter_band(const at::Tensor& values, at::Tensor& tensor, const Band<T>& b
 }
 
 // A band's atoms D (m*k*k, count) and responses z (C*m, count), both with rows of stride count.
+// The responses run over a few input channels at a time for a group of pixel vectors whose atoms fit in L1, so
+// those channels' rows of x are read from L1 by every vector of the group (vector by vector over all channels,
+// at k=3 the loads of x from L2 took longer than the multiply-adds).
 template <typename T>
 void form_responses(const Band<T>& band, const T* xq, const T* alpha, const T* bases, T* atoms, T* z) {
+  std::vector<Chunk<T>> chunks;
   band.for_chunks(xq, alpha, nullptr, nullptr, [&](auto pass, const Chunk<T>& chunk) {
     pass.form_atoms(chunk, bases, atoms);
-    pass.responses(chunk, atoms, z);
+    chunks.push_back(chunk);
   });
+  const Geometry& g = band.g;
+  const PixelPass<T> pass{g, band.count()};
+  const int64_t atom_bytes = g.atoms * g.taps() * lanes<T>() * sizeof(T);
+  const int64_t group = std::max<int64_t>(1, kAtomGroupBytes / atom_bytes);
+  const int64_t channels_per_sweep = kChannelBlock * kBlocksPerSweep;
+  for (size_t first = 0; first < chunks.size(); first += group) {
+    const size_t end = std::min(chunks.size(), first + group);
+    for (int64_t c0 = 0; c0 < g.channels; c0 += channels_per_sweep)
+      for (size_t i = first; i < end; ++i)
+        pass.responses(chunks[i], atoms, z, c0, std::min(g.channels, c0 + channels_per_sweep));
+  }
 }
 
 // The band's (C*m, count) responses in a thread's scratch.
@@ -656,7 +717,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
       at::parallel_for(0, (bands - parity + passes - 1) / passes, 1, [&](int64_t begin, int64_t end) {
         c10::InferenceMode same_mode_as_caller(inference);
         at::NoGradGuard no_grad;
-        auto z_storage = at::empty({g.channels * g.atoms * slab_pixels}, x.options());
+        auto z_storage = at::empty({mixing.scratch_size(slab_pixels)}, x.options());
         auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
         auto share = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
@@ -667,7 +728,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
             const auto z = responses_of(slab, z_storage);
             form_responses(slab, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
                            atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
-            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, share);
+            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share);
             slab.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
                             grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
                               pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
