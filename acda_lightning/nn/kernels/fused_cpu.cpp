@@ -499,17 +499,19 @@ struct Mixing {
   int64_t scratch_size(int64_t count) const { return in_channels * atoms * grad_row_stride(count) + lanes<T>(); }
 
   // Backward of forward for one band: dL/dz (C*m, count) from gy (O, count, contiguous, in gemm_type for
-  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T). The GEMM forms write
+  // the GEMM forms), and this band's dL/dweight added to share (weight's shape, in T; written, not added to,
+  // unless accumulate: a thread's first band needs no zero-filled share). The GEMM forms write
   // dL/dz over z (its storage, of scratch_size elements) once dL/dweight has used z: one band-sized buffer per
   // thread less at backward's memory peak. dL/dz has a vector of zeros after its end, which the pixel passes
   // read into lanes whose atoms are zero (zero, not garbage: 0 * NaN = NaN).
-  at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& z_storage, at::Tensor share) const {
+  at::Tensor backward(const at::Tensor& gy, const at::Tensor& z, const at::Tensor& z_storage, at::Tensor share,
+                      bool accumulate) const {
     const int64_t count = z.size(1), rows = z.size(0), stride = grad_row_stride(count);
     const auto zg = form == Form::per_channel ? z : z.to(gemm_type);
     if (form != Form::per_channel)
       for (int64_t gi = 0; gi < groups; ++gi)
         gemm(gy.narrow(0, gi * group_out(), group_out()), zg.narrow(0, gi * group_rows(), group_rows()).t(),
-             share[gi], true);
+             share[gi], accumulate);
     at::Tensor storage = form == Form::per_channel ? at::empty({scratch_size(count)}, z.options()) : z_storage;
     storage.narrow(0, rows * stride, lanes<T>()).zero_();
     const auto padded_rows = storage.narrow(0, 0, rows * stride).view({rows, stride});
@@ -536,7 +538,7 @@ struct Mixing {
           gzp[row * stride + q] += coefficient * g[q];
           dot += zp[row * count + q] * g[q];
         }
-        sp[o * atoms + a] += dot;
+        sp[o * atoms + a] = (accumulate ? sp[o * atoms + a] : T(0)) + dot;
       }
     }
     return gz;
@@ -704,9 +706,14 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     const int64_t bands = g.bands(), slab_pixels = g.slab_rows * g.out_w;
     auto grad_xq = at::zeros_like(xq);
     grad_alpha = at::empty_like(alpha);
-    // Each thread sums its bands' share of dL/dA; the shares are added once at the end.
-    auto grad_weight_shares = at::zeros({at::get_num_threads(), mixing.weight.size(0), mixing.weight.size(1),
-                                         mixing.weight.size(2)}, x.options());
+    // Each thread sums its bands' share of dL/dA, thread 0 straight into the result, the others into shares
+    // added to it at the end. A thread's first band writes its share, so nothing is zero-filled (at resnet18's
+    // 512-channel layers, filling and summing a share per thread took longer than the GEMMs).
+    const int64_t threads = at::get_num_threads();
+    auto grad_weight = at::empty(mixing.weight.sizes(), x.options());
+    auto other_shares = at::empty({threads - 1, mixing.weight.size(0), mixing.weight.size(1), mixing.weight.size(2)},
+                                  x.options());
+    std::vector<char> share_written(threads, 0);
     const bool inference = c10::InferenceMode::is_enabled();
     // Bands of whole images run in one pass. Otherwise two (even bands, then odd ones): bands of one image
     // running together then never share an input row.
@@ -718,7 +725,8 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
         auto z_storage = at::empty({mixing.scratch_size(slab_pixels)}, x.options());
         auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
-        auto share = grad_weight_shares[std::min<int64_t>(at::get_thread_num(), grad_weight_shares.size(0) - 1)];
+        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
+        auto share = thread == 0 ? grad_weight : other_shares[thread - 1];
         for (int64_t item = begin; item < end; ++item) {
           const int64_t first = (passes * item + parity) * g.band_rows, last = std::min(first + g.band_rows, g.rows());
           for (int64_t row = first; row < last; row += g.slab_rows) {
@@ -726,7 +734,9 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
             const auto z = responses_of(slab, z_storage);
             form_responses(slab, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
                            atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
-            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share);
+            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share,
+                                            share_written[thread]);
+            share_written[thread] = 1;
             slab.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
                             grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
                               pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
@@ -740,7 +750,10 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     }
     xq.reset();  // freed before dL/dx is cropped out of its padded planes: the step's memory peak
     grad_x = from_phase_planes<scalar_t>(grad_xq, x, padding, g);
-    grad_coefficients = grad_weight_shares.sum(0).view(coefficients.sizes());
+    if (!share_written[0]) grad_weight.zero_();  // thread 0 had no band (an empty batch)
+    for (int64_t thread = 1; thread < threads; ++thread)
+      if (share_written[thread]) grad_weight.add_(other_shares[thread - 1]);
+    grad_coefficients = grad_weight.view(coefficients.sizes());
   });
   return {grad_x, grad_alpha, grad_coefficients};
 }
