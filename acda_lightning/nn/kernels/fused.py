@@ -1,9 +1,9 @@
 """Fused CPU ACDA: per band of output rows, atoms formed (D = alpha . bases), one per-pixel pass over x.
 
 The C++ kernel (``fused_cpu.cpp``) gives each thread one band at a time: it applies each pixel's m
-atoms to its window, vectorised over runs of consecutive output pixels (x zero-padded and split into
-stride x stride phase planes, so neighbouring pixels' taps are neighbouring addresses at every stride and
-dilation), and feeds the band's (C*m x pixels) responses straight into the shared 1x1 (oneDNN's matmul,
+atoms to its window, vectorised over runs of consecutive output pixels (the band's rows of x zero-padded and
+split into stride x stride phase planes in the thread's scratch, so neighbouring pixels' taps are neighbouring
+addresses at every stride and dilation), and feeds the band's (C*m x pixels) responses straight into the shared 1x1 (oneDNN's matmul,
 writing the band of y in place; with groups, one GEMM per group, or, one input channel per group as in
 depthwise, a vectorised per-channel sum), so the only full-size tensors are x, alpha and y; backward
 recomputes each band's responses instead of storing them. Bands may span several small images, so deep

@@ -6,17 +6,19 @@
 // Work is cut into bands of output rows (a band may span several small images, so the GEMM stays wide).
 // Each thread owns one band at a time: it forms the band's atoms D = alpha . bases, its responses z
 // (C*m x pixels), and multiplies A by z with a single-threaded GEMM (oneDNN) that writes straight into
-// y, so the only full-size tensors are x (and its padded phase planes), alpha and y, and a call has a
+// y, so the only full-size tensors are x, alpha and y (and in backward the padded dL/dx), and a call has a
 // single parallel region (no per-phase barriers, which stall badly on a loaded machine). Backward
 // recomputes z instead of saving it.
 //
 // Every per-pixel loop runs over a vector of consecutive output pixels of one row, so no loop ever needs
 // a horizontal sum and the GEMMs take z, dL/dz and dL/dy in the layout they are made in (no transposed
-// copies). For that, x is zero-padded and split into stride*stride phase planes (xq): the taps of
-// consecutive output pixels then read consecutive addresses at every stride and dilation.
+// copies). For that, the rows of x a band reads are zero-padded and split into stride*stride phase planes in
+// the thread's scratch (band_planes): the taps of consecutive output pixels then read consecutive addresses at
+// every stride and dilation.
 // ACDA_VECTOR_BYTES is the build's vector width (fused.py builds one binary per ISA: 64 for AVX-512,
 // 32 for AVX2), from which the register blocks below follow.
-// Layouts: xq (B, C, s*s, Hq, Wq), alpha (B, m, K, P), bases (K, k*k), A (O, C/g, m), y (B, O, P).
+// Layouts: a band's planes (pieces, C, s*s, rows, Wq), dL/dxq (B, C, s*s, Hq, Wq), alpha (B, m, K, P),
+// bases (K, k*k), A (O, C/g, m), y (B, O, P).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -64,7 +66,7 @@ inline void for_blocks(int64_t count, Fn&& fn) {
 
 struct Geometry {
   int64_t batch, channels, atoms, num_bases, ksize, stride, dilation, out_h, out_w, padded_w, plane_h, plane_w,
-      band_rows, slab_rows;
+      overlap_rows, band_rows, slab_rows;
   std::vector<int64_t> tap_offsets;  // tap t's offset in a channel's phase planes, from the pixel's own position
 
   int64_t taps() const { return ksize * ksize; }
@@ -90,13 +92,26 @@ std::vector<int64_t> tap_offsets(int64_t ksize, int64_t stride, int64_t dilation
   return offsets;
 }
 
+// The geometry of one band's own phase planes (band_planes) for bands of up to `rows` output rows: per piece of
+// an image in the band, the plane rows its output rows read (x's planes are never whole in memory: at k=7 they
+// were 1.2x x, twice, at backward's memory peak).
+Geometry band_geometry(const Geometry& g, int64_t rows) {
+  Geometry local = g;
+  local.plane_h = std::min(rows, g.out_h) + g.overlap_rows;
+  local.tap_offsets = tap_offsets(g.ksize, g.stride, g.dilation, local.plane_h, g.plane_w);
+  return local;
+}
+
+// Pieces of images a band of `rows` output rows may cover (it may start mid-image).
+int64_t band_pieces(const Geometry& g, int64_t rows) { return (rows + g.out_h - 1) / g.out_h + 1; }
+
 // One vector of output pixels: n <= V consecutive pixels of one row. Every loop computes all V lanes (a
 // row's last vector reads past the row's end: the phase planes are wide enough, the atoms of lanes >= n
 // are zero, and every operand buffer has a vector of slack), so the compiler keeps the accumulators in
 // registers; only the stores of per-pixel results are cut to n lanes.
 template <typename T>
 struct Chunk {
-  const T* x;        // the image's xq at the pixels' own position (channel 0, phase 0)
+  const T* x;        // the band's phase planes at the pixels' own position (channel 0, phase 0)
   int64_t q;         // band-local index of the first pixel in z and dL/dz (rows of count pixels)
   int64_t qd;        // the same with each row padded to whole vectors: D holds qd / V's atoms at qd * m * k*k
   const T* alpha;    // alpha at the first pixel
@@ -217,7 +232,7 @@ struct PixelPass {
     });
   }
 
-  // dL/dalpha[a, k, p] = sum_t bases[k, t] sum_c gz[c*m + a, q] xq[c, window_t(p)]; grad_atoms: (m, k*k, V);
+  // dL/dalpha[a, k, p] = sum_t bases[k, t] sum_c gz[c*m + a, q] xpad[c, window_t(p)]; grad_atoms: (m, k*k, V);
   // gz's rows are gz_stride apart.
   void alpha_grads(const Chunk<T>& chunk, const T* gz, int64_t gz_stride, const T* bases, T* grad_atoms) const {
     const int64_t taps = g.taps(), channel_stride = g.channel_stride(), plane = g.pixels();
@@ -323,7 +338,8 @@ Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::T
   // that (a 7x7 window overlaps 6), and two threads' scratch is a good part of the step's memory peak.
   const int64_t slabs = (band + budget_rows - 1) / budget_rows;
   return Geometry{x.size(0), x.size(1), alpha.size(1), alpha.size(2), ksize, stride, dilation, out_h, out_w, padded_w,
-                  plane_h, plane_w, band, (band + slabs - 1) / slabs, tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
+                  plane_h, plane_w, overlap_rows, band, (band + slabs - 1) / slabs,
+                  tap_offsets(ksize, stride, dilation, plane_h, plane_w)};
 }
 
 // Calls copy(x's row (b, c, i) as a strided pointer, the phase planes' element of its column j) for every
@@ -353,26 +369,8 @@ inline void for_columns_in_planes(int64_t width, int64_t padding, int64_t s, int
   }
 }
 
-// x zero-padded and split into phase planes: xq[b, c, ph*s + pw, i, j] = xpad[b, c, i*s + ph, j*s + pw].
-// One pass over x in any layout (channels_last included).
-template <typename T>
-at::Tensor phase_planes(const at::Tensor& x, int64_t padding, const Geometry& g) {
-  auto xq = at::zeros({x.size(0), x.size(1), g.stride * g.stride, g.plane_h, g.plane_w}, x.options());
-  const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3), step = x.stride(3);
-  const T* source = x.data_ptr<T>();
-  T* target = xq.data_ptr<T>();
-  for_rows_in_planes(x, padding, g, [&](int64_t b, int64_t c, int64_t i, int64_t planes) {
-    const T* row = source + b * x.stride(0) + c * x.stride(1) + i * x.stride(2);
-    for_columns_in_planes(width, padding, s, plane, [&](int64_t j, int64_t count, int64_t offset) {
-      T* out = target + planes + offset;
-      for (int64_t n = 0; n < count; ++n) out[n] = row[(j + n * s) * step];
-    });
-  });
-  return xq;
-}
-
-// The inverse of phase_planes for a gradient: dL/dx (B, C, H, W), contiguous, from dL/dxq. At stride 1 it is
-// cropped in place, into the front of dL/dxq's own storage (no second image-sized buffer at backward's memory
+// dL/dx (B, C, H, W), contiguous, from its padded phase planes dL/dxq[b, c, ph*s + pw, i, j] =
+// dL/dxpad[b, c, i*s + ph, j*s + pw]. At stride 1 it is cropped in place, into the front of dL/dxq's own storage (no second image-sized buffer at backward's memory
 // peak): every row moves to a lower address than any row not yet moved, so one ordered pass is safe.
 template <typename T>
 at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int64_t padding, const Geometry& g) {
@@ -563,18 +561,21 @@ struct Band {
     }
   }
 
-  // Calls fn(pass, chunk) for every vector of pixels in the band.
+  // Calls fn(chunk) for every vector of pixels in the band; x_planes: the band's own planes (band_planes, with
+  // geometry local), grad_xq: dL/dxq of the whole batch.
   template <typename Fn>
-  void for_chunks(const T* xq, const T* alpha, T* grad_alpha, T* grad_xq, Fn&& fn) const {
+  void for_chunks(const T* x_planes, const Geometry& local, const T* alpha, T* grad_alpha, T* grad_xq,
+                  Fn&& fn) const {
     constexpr int64_t V = lanes<T>();
-    const PixelPass<T> pass{g, count()};
-    const int64_t plane = g.pixels(), alpha_stride = g.atoms * g.num_bases * plane;
+    const int64_t plane = g.pixels(), alpha_stride = g.atoms * g.num_bases * plane, first_image = row0 / g.out_h;
     std::vector<T> last_alpha;  // the batch's last vector of alpha, copied with a vector of slack
     for (int64_t row = row0; row < row0 + rows; ++row) {
       const int64_t b = row / g.out_h, r = row % g.out_h;
+      const int64_t local_row = b == first_image ? r - row0 % g.out_h : r;  // in the piece's planes
       for (int64_t j = 0; j < g.out_w; j += V) {
         const int64_t position = r * g.plane_w + j, p = r * g.out_w + j, n = std::min(V, g.out_w - j);
-        Chunk<T> chunk{xq + b * g.image_stride() + position, (row - row0) * g.out_w + j,
+        Chunk<T> chunk{x_planes + (b - first_image) * local.image_stride() + local_row * g.plane_w + j,
+                       (row - row0) * g.out_w + j,
                        (row - row0) * g.padded_w + j, alpha + b * alpha_stride + p, plane,
                        grad_alpha ? grad_alpha + b * alpha_stride + p : nullptr,
                        grad_xq ? grad_xq + b * g.image_stride() + position : nullptr, n};
@@ -585,7 +586,7 @@ struct Band {
           chunk.alpha = last_alpha.data();
           chunk.alpha_plane = V;
         }
-        fn(pass, chunk);
+        fn(chunk);
       }
     }
   }
@@ -622,18 +623,60 @@ void scatter_band(const at::Tensor& values, at::Tensor& tensor, const Band<T>& b
 }
 
 // A band's atoms D (m*k*k, count) and responses z (C*m, count), both with rows of stride count.
+// A band's own phase planes (geometry local = band_geometry): piece k of the band (its rows of image b from output
+// row r on) holds, in plane row l of phase (ph, pw), xpad[b, c, (r + l)*s + ph, j*s + pw] (x in any layout,
+// channels_last included), zero where that lies in the padding or past it.
+template <typename T>
+void band_planes(const at::Tensor& x, int64_t padding, const Band<T>& band, const Geometry& local, T* target) {
+  const Geometry& g = band.g;
+  const int64_t s = g.stride, plane = local.plane_h * g.plane_w, height = x.size(2), width = x.size(3);
+  const int64_t step = x.stride(3);
+  auto columns_before = [&](int64_t padded_col, int64_t phase) {  // plane columns c with c*s + phase < padded_col
+    return std::clamp<int64_t>((padded_col - phase + s - 1) / s, 0, g.plane_w);
+  };
+  const T* source = x.data_ptr<T>();
+  int64_t piece = 0;
+  band.for_images([&](int64_t b, int64_t r, int64_t n, int64_t) {
+    for (int64_t c = 0; c < g.channels; ++c) {
+      T* planes = target + piece * local.image_stride() + c * local.channel_stride();
+      for (int64_t ph = 0; ph < s; ++ph) {
+        for (int64_t l = 0; l < n + g.overlap_rows; ++l) {
+          T* row = planes + ph * s * plane + l * g.plane_w;  // phase (ph, 0); phase (ph, pw) is pw planes on
+          const int64_t i = (r + l) * s + ph - padding;      // x's row
+          if (i < 0 || i >= height) {
+            for (int64_t pw = 0; pw < s; ++pw) std::fill_n(row + pw * plane, g.plane_w, T(0));
+            continue;
+          }
+          for (int64_t pw = 0; pw < s; ++pw) {
+            const int64_t first = columns_before(padding, pw), last = std::max(first, columns_before(padding + width, pw));
+            std::fill(row + pw * plane, row + pw * plane + first, T(0));
+            std::fill(row + pw * plane + last, row + pw * plane + g.plane_w, T(0));
+          }
+          const T* x_row = source + b * x.stride(0) + c * x.stride(1) + i * x.stride(2);
+          for_columns_in_planes(width, padding, s, plane, [&](int64_t j, int64_t count, int64_t offset) {
+            T* out = row + offset;
+            for (int64_t k = 0; k < count; ++k) out[k] = x_row[(j + k * s) * step];
+          });
+        }
+      }
+    }
+    ++piece;
+  });
+}
+
 // The responses run over one block of input channels at a time for a group of pixel vectors whose atoms fit in
 // L1, so those channels' rows of x are read from L1 by every vector of the group (vector by vector over all
 // channels, at k=3 the loads of x from L2 took longer than the multiply-adds; 4-8% faster forward at k=3).
 template <typename T>
-void form_responses(const Band<T>& band, const T* xq, const T* alpha, const T* bases, T* atoms, T* z) {
+void form_responses(const Band<T>& band, const T* x_planes, const Geometry& local, const T* alpha, const T* bases,
+                    T* atoms, T* z) {
+  const Geometry& g = band.g;
+  const PixelPass<T> pass{local, band.count()};
   std::vector<Chunk<T>> chunks;
-  band.for_chunks(xq, alpha, nullptr, nullptr, [&](auto pass, const Chunk<T>& chunk) {
+  band.for_chunks(x_planes, local, alpha, nullptr, nullptr, [&](const Chunk<T>& chunk) {
     pass.form_atoms(chunk, bases, atoms);
     chunks.push_back(chunk);
   });
-  const Geometry& g = band.g;
-  const PixelPass<T> pass{g, band.count()};
   const int64_t atom_bytes = g.atoms * g.taps() * lanes<T>() * sizeof(T);
   const int64_t group = std::max<int64_t>(1, kAtomGroupBytes / atom_bytes);
   for (size_t first = 0; first < chunks.size(); first += group) {
@@ -664,7 +707,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
   at::Tensor y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_forward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
-    const auto xq = phase_planes<scalar_t>(x, padding, g);
+    const Geometry local = band_geometry(g, g.band_rows);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const int64_t out_channels = coefficients.size(0), band_pixels = g.band_rows * g.out_w;
     y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
@@ -674,11 +717,13 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
       at::NoGradGuard no_grad;  // nor grad mode: this op's inner ATen calls are not autograd's business
       auto z_storage = at::empty({g.channels * g.atoms * band_pixels}, x.options());
       auto atoms = at::empty({g.atoms * g.taps() * g.band_rows * g.padded_w}, x.options());
+      auto planes = at::empty({band_pieces(g, g.band_rows) * local.image_stride()}, x.options());
       for (int64_t index = begin; index < end; ++index) {
         const Band<scalar_t> band{g, index * g.band_rows, std::min(g.band_rows, g.rows() - index * g.band_rows)};
         const auto z = responses_of(band, z_storage);
-        form_responses(band, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
-                       atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+        band_planes(x, padding, band, local, planes.data_ptr<scalar_t>());
+        form_responses(band, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                       bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
         if (in_one_image(band)) {
           mixing.forward(z, gather_band(y, band));
         } else {
@@ -700,11 +745,11 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
   at::Tensor grad_x, grad_alpha, grad_coefficients;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "acda_fused_backward", [&] {
     const Geometry g = make_geometry(x, alpha, bases, coefficients, ksize, stride, padding, dilation, groups);
-    auto xq = phase_planes<scalar_t>(x, padding, g);
+    const Geometry local = band_geometry(g, g.slab_rows);
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const auto grad_y_gemm = grad_y.to(mixing.gemm_type);
     const int64_t bands = g.bands(), slab_pixels = g.slab_rows * g.out_w;
-    auto grad_xq = at::zeros_like(xq);
+    auto grad_xq = at::zeros({g.batch, g.channels, g.stride * g.stride, g.plane_h, g.plane_w}, x.options());
     grad_alpha = at::empty_like(alpha);
     // Each thread sums its bands' share of dL/dA, thread 0 straight into the result, the others into shares
     // added to it at the end. A thread's first band writes its share, so nothing is zero-filled (at resnet18's
@@ -725,6 +770,8 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
         auto z_storage = at::empty({mixing.scratch_size(slab_pixels)}, x.options());
         auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
         auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
+        auto planes = at::empty({band_pieces(g, g.slab_rows) * local.image_stride()}, x.options());
+        const PixelPass<scalar_t> x_pass{local, 0}, grad_pass{g, 0};  // reading the slab's planes, writing dL/dxq
         const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
         auto share = thread == 0 ? grad_weight : other_shares[thread - 1];
         for (int64_t item = begin; item < end; ++item) {
@@ -732,23 +779,24 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
           for (int64_t row = first; row < last; row += g.slab_rows) {
             const Band<scalar_t> slab{g, row, std::min(g.slab_rows, last - row)};
             const auto z = responses_of(slab, z_storage);
-            form_responses(slab, xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), bases.data_ptr<scalar_t>(),
-                           atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+            band_planes(x, padding, slab, local, planes.data_ptr<scalar_t>());
+            form_responses(slab, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                           bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
             const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share,
                                             share_written[thread]);
             share_written[thread] = 1;
-            slab.for_chunks(xq.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), grad_alpha.data_ptr<scalar_t>(),
-                            grad_xq.data_ptr<scalar_t>(), [&](auto pass, const Chunk<scalar_t>& chunk) {
-                              pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
-                                               bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
-                              pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
-                                               gz.stride(0));
+            slab.for_chunks(planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                            grad_alpha.data_ptr<scalar_t>(), grad_xq.data_ptr<scalar_t>(),
+                            [&](const Chunk<scalar_t>& chunk) {
+                              x_pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
+                                                 bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
+                              grad_pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                                                    gz.stride(0));
                             });
           }
         }
       });
     }
-    xq.reset();  // freed before dL/dx is cropped out of its padded planes: the step's memory peak
     grad_x = from_phase_planes<scalar_t>(grad_xq, x, padding, g);
     if (!share_written[0]) grad_weight.zero_();  // thread 0 had no band (an empty batch)
     for (int64_t thread = 1; thread < threads; ++thread)
