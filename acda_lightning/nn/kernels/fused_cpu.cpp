@@ -370,8 +370,9 @@ inline void for_columns_in_planes(int64_t width, int64_t padding, int64_t s, int
 }
 
 // dL/dx (B, C, H, W), contiguous, from its padded phase planes dL/dxq[b, c, ph*s + pw, i, j] =
-// dL/dxpad[b, c, i*s + ph, j*s + pw]. At stride 1 it is cropped in place, into the front of dL/dxq's own storage (no second image-sized buffer at backward's memory
-// peak): every row moves to a lower address than any row not yet moved, so one ordered pass is safe.
+// dL/dxpad[b, c, i*s + ph, j*s + pw]. At stride 1 it is cropped in place, into the front of dL/dxq's own
+// storage (no second image-sized buffer at backward's memory peak): every row moves to a lower address than any
+// row not yet moved, so one ordered pass is safe.
 template <typename T>
 at::Tensor from_phase_planes(const at::Tensor& grad_xq, const at::Tensor& x, int64_t padding, const Geometry& g) {
   const int64_t s = g.stride, plane = g.plane_h * g.plane_w, width = x.size(3), rows = x.size(0) * x.size(1) * x.size(2);
