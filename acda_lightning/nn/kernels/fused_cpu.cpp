@@ -656,7 +656,11 @@ void band_planes(const at::Tensor& x, int64_t padding, const Band<T>& band, cons
           const T* x_row = source + b * x.stride(0) + c * x.stride(1) + i * x.stride(2);
           for_columns_in_planes(width, padding, s, plane, [&](int64_t j, int64_t count, int64_t offset) {
             T* out = row + offset;
-            for (int64_t k = 0; k < count; ++k) out[k] = x_row[(j + k * s) * step];
+            if (s * step == 1) {  // a contiguous row into one plane: a plain copy (the loop below is not vectorised)
+              std::copy_n(x_row + j, count, out);
+            } else {
+              for (int64_t k = 0; k < count; ++k) out[k] = x_row[(j + k * s) * step];
+            }
           });
         }
       }
