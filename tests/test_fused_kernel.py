@@ -57,14 +57,15 @@ def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases)
 
 # The kernel computes whole vectors of output pixels (16 floats on AVX-512, 8 on AVX2) and cuts bands of
 # rows that may span several small images: rows that end mid-vector, bands across images, the batch's
-# last vector (it reads a vector of alpha past its end, from a copy), stride-2 phase planes, depthwise, and
-# bands that backward takes a slab at a time (10 rows of 140 pixels: 6-row bands of two 3-row slabs), in
-# float64 against the per-pixel reference (the read-ahead lanes once leaked NaN into dL/dx).
+# last vector (it reads a vector of alpha past its end, from a copy), stride-2 phase planes, depthwise,
+# bands that backward takes a slab at a time (10 rows of 140 pixels: 6-row bands of two 3-row slabs), and
+# whole images over the band budget (2 threads: 6-row images, one band each, of two slabs), in float64
+# against the per-pixel reference (the read-ahead lanes once leaked NaN into dL/dx).
 @pytest.mark.parametrize(
     "batch, size, kernel_size, stride, groups",
     [(2, (6, 37), 7, 1, 1), (8, (4, 4), 3, 1, 1), (5, (9, 21), 5, 2, 1), (2, (13, 19), 3, 1, 33),
-     (1, (10, 140), 7, 1, 1)],
-    ids=["wide-rows", "tiny-images", "strided", "depthwise", "slabs"],
+     (1, (10, 140), 7, 1, 1), (2, (6, 140), 7, 1, 1)],
+    ids=["wide-rows", "tiny-images", "strided", "depthwise", "slabs", "image-over-budget"],
 )
 def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kernel_size, stride, groups):
     torch.manual_seed(batch)
