@@ -626,7 +626,6 @@ void scatter_band(const at::Tensor& values, at::Tensor& tensor, const Band<T>& b
   });
 }
 
-// A band's atoms D (m*k*k, count) and responses z (C*m, count), both with rows of stride count.
 // A band's own phase planes (geometry local = band_geometry): piece k of the band (its rows of image b from output
 // row r on) holds, in plane row l of phase (ph, pw), xpad[b, c, (r + l)*s + ph, j*s + pw] (x in any layout,
 // channels_last included), zero where that lies in the padding or past it.
@@ -652,7 +651,8 @@ void band_planes(const at::Tensor& x, int64_t padding, const Band<T>& band, cons
             continue;
           }
           for (int64_t pw = 0; pw < s; ++pw) {
-            const int64_t first = columns_before(padding, pw), last = std::max(first, columns_before(padding + width, pw));
+            const int64_t first = columns_before(padding, pw);
+            const int64_t last = std::max(first, columns_before(padding + width, pw));
             std::fill(row + pw * plane, row + pw * plane + first, T(0));
             std::fill(row + pw * plane + last, row + pw * plane + g.plane_w, T(0));
           }
@@ -672,6 +672,7 @@ void band_planes(const at::Tensor& x, int64_t padding, const Band<T>& band, cons
   });
 }
 
+// A band's atoms D (m*k*k, count) and responses z (C*m, count), both with rows of stride count.
 // The responses run over one block of input channels at a time for a group of pixel vectors whose atoms fit in
 // L1, so those channels' rows of x are read from L1 by every vector of the group (vector by vector over all
 // channels, at k=3 the loads of x from L2 took longer than the multiply-adds; 4-8% faster forward at k=3).
