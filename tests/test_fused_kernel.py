@@ -5,6 +5,7 @@ by default); the session fixture pays that once (about 40 s of CPU), later sessi
 """
 
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -58,14 +59,15 @@ def test_fused_equals_reference_fp32(kernel_size, stride, dilation, bias, bases)
 # The kernel computes whole vectors of output pixels (16 floats on AVX-512, 8 on AVX2) and cuts bands of
 # rows that may span several small images: rows that end mid-vector, bands across images, the batch's
 # last vector (it reads a vector of alpha past its end, from a copy), stride-2 phase planes, depthwise,
-# bands that backward takes a slab at a time (10 rows of 140 pixels: 6-row bands of two 3-row slabs), and
-# whole images over the band budget (2 threads: 6-row images, one band each, of two slabs), in float64
-# against the per-pixel reference (the read-ahead lanes once leaked NaN into dL/dx).
+# bands that backward takes a slab at a time (10 rows of 140 pixels: 6-row bands of two 3-row slabs), a band
+# that starts mid-image and ends in the next one (two such images), and whole images over the band budget
+# (2 threads: 6-row images, one band each, of two slabs), in float64 against the per-pixel reference (the
+# read-ahead lanes once leaked NaN into dL/dx).
 @pytest.mark.parametrize(
     "batch, size, kernel_size, stride, groups",
     [(2, (6, 37), 7, 1, 1), (8, (4, 4), 3, 1, 1), (5, (9, 21), 5, 2, 1), (2, (13, 19), 3, 1, 33),
-     (1, (10, 140), 7, 1, 1), (2, (6, 140), 7, 1, 1)],
-    ids=["wide-rows", "tiny-images", "strided", "depthwise", "slabs", "image-over-budget"],
+     (1, (10, 140), 7, 1, 1), (2, (10, 140), 7, 1, 1), (2, (6, 140), 7, 1, 1)],
+    ids=["wide-rows", "tiny-images", "strided", "depthwise", "slabs", "band-across-images", "image-over-budget"],
 )
 def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kernel_size, stride, groups):
     torch.manual_seed(batch)
@@ -73,6 +75,37 @@ def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kerne
     x = torch.randn(batch, 33, *size, dtype=torch.float64, requires_grad=True)
     cotangent = torch.randn(batch, layer.out_channels, *layer.output_size(*size), dtype=torch.float64)
     assert_every_impl_matches_the_reference(layer, x, cotangent, ["fused"])
+
+
+# Seeded random layers: kernel 1-7 (1 and even ones with bases=None), stride 1-3, dilation 1-3, groups, padding 0-4,
+# odd sizes, channels_last inputs, at 1 and 3 threads (bands, slabs and the dL/dA shares follow the thread count).
+@pytest.mark.parametrize("threads", [1, 3])
+def test_random_layers_match_the_reference_at_any_thread_count(threads):
+    rng = random.Random(threads)
+    torch.manual_seed(threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        checked = 0
+        while checked < 24:
+            k, groups = rng.choice([1, 2, 3, 4, 5, 7]), rng.choice([1, 2])
+            stride, dilation = rng.randint(1, 3), rng.randint(1, 3)
+            padding = rng.choice([None, rng.randint(0, 4)]) if k % 2 else rng.randint(0, 4)
+            layer = randomised(ACDAConv2d(groups * rng.randint(1, 5), groups * rng.randint(1, 4), k, stride=stride,
+                                          dilation=dilation, groups=groups, padding=padding,
+                                          bases="fourier_bessel" if k % 2 and k > 1 else None)).double()
+            batch, size = rng.randint(1, 4), (rng.randint(1, 24), rng.randint(1, 40))
+            out_size = layer.output_size(*size)
+            if min(out_size) < 1 or batch * out_size[0] * out_size[1] < 2:  # the generator's BatchNorm needs 2
+                continue
+            x = torch.randn(batch, layer.in_channels, *size, dtype=torch.float64)
+            if rng.random() < 0.3:
+                x = x.contiguous(memory_format=torch.channels_last)
+            cotangent = torch.randn(batch, layer.out_channels, *out_size, dtype=torch.float64)
+            assert_every_impl_matches_the_reference(layer, x.requires_grad_(), cotangent, ["fused"])
+            checked += 1
+    finally:
+        torch.set_num_threads(previous)
 
 
 # (in, out, groups): dense, grouped (a GEMM per group), depthwise and depthwise with a channel
