@@ -4,6 +4,7 @@ The kernel is compiled once per machine (cached under TORCH_EXTENSIONS_DIR, ~/.c
 by default); the session fixture pays that once (about 40 s of CPU), later sessions only load it (~1 s).
 """
 
+import contextlib
 import os
 import random
 import subprocess
@@ -23,6 +24,20 @@ from helpers import assert_every_impl_matches_the_reference, randomised, referen
 def built_kernel():
     if not fused.available():
         pytest.skip("no C++ compiler: the fused kernel cannot be built here ('auto' uses 'basis')")
+
+
+@contextlib.contextmanager
+def batch_band_pixels(pixels: int):
+    """Batches of up to this many output pixels run as one band with multi-threaded GEMMs, larger ones in bands
+    of rows per thread (the kernel's default: 1024 pixels): a test sets it to run either path on its shapes."""
+    previous = fused.extension().set_batch_band_pixels(pixels)
+    try:
+        yield
+    finally:
+        fused.extension().set_batch_band_pixels(previous)
+
+
+BAND_PATHS = {"bands": 0, "batch-band": 1 << 40}
 
 
 # 22 channels (blocks of 4 on AVX-512 and two single ones), 7 atoms (a 6-atom block plus one)
@@ -74,36 +89,40 @@ def test_row_ends_and_bands_across_images_match_the_reference(batch, size, kerne
     layer = randomised(ACDAConv2d(33, 33 if groups > 1 else 17, kernel_size, stride=stride, groups=groups)).double()
     x = torch.randn(batch, 33, *size, dtype=torch.float64, requires_grad=True)
     cotangent = torch.randn(batch, layer.out_channels, *layer.output_size(*size), dtype=torch.float64)
-    assert_every_impl_matches_the_reference(layer, x, cotangent, ["fused"])
+    with batch_band_pixels(BAND_PATHS["bands"]):
+        assert_every_impl_matches_the_reference(layer, x, cotangent, ["fused"])
 
 
 # Seeded random layers: kernel 1-7 (1 and even ones with bases=None), stride 1-3, dilation 1-3, groups, padding 0-4,
-# odd sizes, channels_last inputs, at 1 and 3 threads (bands, slabs and the dL/dA shares follow the thread count).
+# odd sizes, channels_last inputs, at 1 and 3 threads (bands, slabs and the dL/dA shares follow the thread count),
+# in bands of rows and as one batch band (split by image among the threads for the per-pixel passes).
+@pytest.mark.parametrize("path", BAND_PATHS)
 @pytest.mark.parametrize("threads", [1, 3])
-def test_random_layers_match_the_reference_at_any_thread_count(threads):
+def test_random_layers_match_the_reference_at_any_thread_count(threads, path):
     rng = random.Random(threads)
     torch.manual_seed(threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        checked = 0
-        while checked < 24:
-            k, groups = rng.choice([1, 2, 3, 4, 5, 7]), rng.choice([1, 2])
-            stride, dilation = rng.randint(1, 3), rng.randint(1, 3)
-            padding = rng.choice([None, rng.randint(0, 4)]) if k % 2 else rng.randint(0, 4)
-            layer = randomised(ACDAConv2d(groups * rng.randint(1, 5), groups * rng.randint(1, 4), k, stride=stride,
-                                          dilation=dilation, groups=groups, padding=padding,
-                                          bases="fourier_bessel" if k % 2 and k > 1 else None)).double()
-            batch, size = rng.randint(1, 4), (rng.randint(1, 24), rng.randint(1, 40))
-            out_size = layer.output_size(*size)
-            if min(out_size) < 1 or batch * out_size[0] * out_size[1] < 2:  # the generator's BatchNorm needs 2
-                continue
-            x = torch.randn(batch, layer.in_channels, *size, dtype=torch.float64)
-            if rng.random() < 0.3:
-                x = x.contiguous(memory_format=torch.channels_last)
-            cotangent = torch.randn(batch, layer.out_channels, *out_size, dtype=torch.float64)
-            assert_every_impl_matches_the_reference(layer, x.requires_grad_(), cotangent, ["fused"])
-            checked += 1
+        with batch_band_pixels(BAND_PATHS[path]):
+            checked = 0
+            while checked < 24:
+                k, groups = rng.choice([1, 2, 3, 4, 5, 7]), rng.choice([1, 2])
+                stride, dilation = rng.randint(1, 3), rng.randint(1, 3)
+                padding = rng.choice([None, rng.randint(0, 4)]) if k % 2 else rng.randint(0, 4)
+                layer = randomised(ACDAConv2d(groups * rng.randint(1, 5), groups * rng.randint(1, 4), k, stride=stride,
+                                              dilation=dilation, groups=groups, padding=padding,
+                                              bases="fourier_bessel" if k % 2 and k > 1 else None)).double()
+                batch, size = rng.randint(1, 4), (rng.randint(1, 24), rng.randint(1, 40))
+                out_size = layer.output_size(*size)
+                if min(out_size) < 1 or batch * out_size[0] * out_size[1] < 2:  # the generator's BatchNorm needs 2
+                    continue
+                x = torch.randn(batch, layer.in_channels, *size, dtype=torch.float64)
+                if rng.random() < 0.3:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                cotangent = torch.randn(batch, layer.out_channels, *out_size, dtype=torch.float64)
+                assert_every_impl_matches_the_reference(layer, x.requires_grad_(), cotangent, ["fused"])
+                checked += 1
     finally:
         torch.set_num_threads(previous)
 

@@ -27,6 +27,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -46,6 +47,13 @@ namespace {
 // A band's responses z stay in L2 (1 MiB); the GEMM wants >= 256 pixels.
 constexpr int64_t kBandBytes = 1 << 20;
 constexpr int64_t kMinBandPixels = 256;
+// Up to this many output pixels in the whole batch (deep layers: resnet18's 7x7 and 4x4 at batch 8), and with
+// its responses within two band budgets per thread, the batch is one band whose GEMMs use every thread (oneDNN's
+// own threading), and only the per-pixel passes are split, by image: a band per thread made GEMMs 64-196 pixels
+// wide that each read all of A (6 MB at 512 channels) and summed a dL/dA share per band, at a third of the
+// GEMM rate.
+constexpr int64_t kBatchBandPixels = 1024;
+std::atomic<int64_t> batch_band_pixels{kBatchBandPixels};  // set_batch_band_pixels: tests run both paths
 // The responses' group of pixel vectors: their atoms within this many bytes of L1.
 constexpr int64_t kAtomGroupBytes = 16 << 10;
 
@@ -678,9 +686,9 @@ void band_planes(const at::Tensor& x, int64_t padding, const Band<T>& band, cons
 // channels, at k=3 the loads of x from L2 took longer than the multiply-adds; 4-8% faster forward at k=3).
 template <typename T>
 void form_responses(const Band<T>& band, const T* x_planes, const Geometry& local, const T* alpha, const T* bases,
-                    T* atoms, T* z) {
+                    T* atoms, T* z, int64_t z_stride) {
   const Geometry& g = band.g;
-  const PixelPass<T> pass{local, band.count()};
+  const PixelPass<T> pass{local, z_stride};
   std::vector<Chunk<T>> chunks;
   band.for_chunks(x_planes, local, alpha, nullptr, nullptr, [&](const Chunk<T>& chunk) {
     pass.form_atoms(chunk, bases, atoms);
@@ -707,6 +715,105 @@ at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
   return bf16_gemm ? at::kBFloat16 : x.scalar_type();
 }
 
+// Whether the whole batch is one band (kBatchBandPixels); the per-channel form has no GEMM to share.
+template <typename T>
+bool batch_is_one_band(const Geometry& g, const Mixing<T>& mixing) {
+  const int64_t pixels = g.batch * g.pixels(), bytes = pixels * g.channels * g.atoms * int64_t(sizeof(T));
+  return mixing.form != Mixing<T>::Form::per_channel && pixels > 0 && pixels <= batch_band_pixels &&
+         bytes <= 2 * at::get_num_threads() * kBandBytes;
+}
+
+// The batch band's parts for the per-pixel passes: whole images, at most one part per thread.
+template <typename T>
+std::vector<Band<T>> image_parts(const Geometry& g) {
+  const int64_t count = std::min<int64_t>(at::get_num_threads(), g.batch);
+  std::vector<Band<T>> parts;
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t first = i * g.batch / count, end = (i + 1) * g.batch / count;
+    if (end > first) parts.push_back(Band<T>{g, first * g.out_h, (end - first) * g.out_h});
+  }
+  return parts;
+}
+
+// The batch band's responses z (C*m, batch pixels), each part's columns formed by one thread; each part's planes
+// and atoms are kept for the backward passes. local: band_geometry of whole images.
+template <typename T>
+void batch_responses(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases, int64_t padding,
+                     const Geometry& local, const std::vector<Band<T>>& parts, std::vector<at::Tensor>& planes,
+                     std::vector<at::Tensor>& atoms, const at::Tensor& z) {
+  planes.resize(parts.size());
+  atoms.resize(parts.size());
+  const T *alpha_data = alpha.template data_ptr<T>(), *bases_data = bases.template data_ptr<T>();
+  T* z_data = z.template data_ptr<T>();
+  const bool inference = c10::InferenceMode::is_enabled();
+  at::parallel_for(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t begin, int64_t end) {
+    c10::InferenceMode same_mode_as_caller(inference);
+    at::NoGradGuard no_grad;
+    for (int64_t i = begin; i < end; ++i) {
+      const Band<T>& part = parts[i];
+      const Geometry& g = part.g;
+      atoms[i] = at::empty({g.atoms * g.taps() * part.rows * g.padded_w}, x.options());
+      planes[i] = at::empty({band_pieces(g, part.rows) * local.image_stride()}, x.options());
+      T* part_planes = planes[i].template data_ptr<T>();
+      band_planes(x, padding, part, local, part_planes);
+      form_responses(part, part_planes, local, alpha_data, bases_data, atoms[i].template data_ptr<T>(),
+                     z_data + part.row0 * g.out_w, z.stride(0));
+    }
+  });
+}
+
+template <typename T>
+void batch_band_forward(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases, int64_t padding,
+                        const Geometry& g, const Mixing<T>& mixing, at::Tensor& y) {
+  const Band<T> batch{g, 0, g.rows()};
+  const auto parts = image_parts<T>(g);
+  std::vector<at::Tensor> planes, atoms;
+  auto z_storage = at::empty({g.channels * g.atoms * batch.count()}, x.options());
+  const auto z = responses_of(batch, z_storage);
+  batch_responses(x, alpha, bases, padding, band_geometry(g, g.out_h), parts, planes, atoms, z);
+  if (in_one_image(batch)) {
+    mixing.forward(z, gather_band(y, batch));
+  } else {
+    auto out = at::empty({y.size(1), batch.count()}, x.options());
+    mixing.forward(z, out);
+    scatter_band(out, y, batch);
+  }
+}
+
+// dL/dalpha and dL/dxq written, dL/dA into grad_weight (weight's shape).
+template <typename T>
+void batch_band_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& alpha,
+                         const at::Tensor& bases, int64_t padding, const Geometry& g, const Mixing<T>& mixing,
+                         at::Tensor& grad_alpha, at::Tensor& grad_xq, at::Tensor& grad_weight) {
+  const Band<T> batch{g, 0, g.rows()};
+  const Geometry local = band_geometry(g, g.out_h);
+  const auto parts = image_parts<T>(g);
+  std::vector<at::Tensor> planes, atoms;
+  auto z_storage = at::empty({mixing.scratch_size(batch.count())}, x.options());
+  const auto z = responses_of(batch, z_storage);
+  batch_responses(x, alpha, bases, padding, local, parts, planes, atoms, z);
+  const auto gz = mixing.backward(gather_band(grad_y, batch).contiguous(), z, z_storage, grad_weight, false);
+  const T *alpha_data = alpha.template data_ptr<T>(), *bases_data = bases.template data_ptr<T>();
+  T *grad_alpha_data = grad_alpha.template data_ptr<T>(), *grad_xq_data = grad_xq.template data_ptr<T>();
+  const bool inference = c10::InferenceMode::is_enabled();
+  at::parallel_for(0, static_cast<int64_t>(parts.size()), 1, [&](int64_t begin, int64_t end) {
+    c10::InferenceMode same_mode_as_caller(inference);
+    at::NoGradGuard no_grad;
+    auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<T>()}, x.options());
+    T* grad_atoms_data = grad_atoms.template data_ptr<T>();
+    const PixelPass<T> x_pass{local, 0}, grad_pass{g, 0};  // reading the part's planes, writing dL/dxq
+    for (int64_t i = begin; i < end; ++i) {
+      const T* part_gz = gz.template data_ptr<T>() + parts[i].row0 * g.out_w;
+      const T* part_atoms = atoms[i].template data_ptr<T>();
+      parts[i].for_chunks(planes[i].template data_ptr<T>(), local, alpha_data, grad_alpha_data, grad_xq_data,
+                          [&](const Chunk<T>& chunk) {
+                            x_pass.alpha_grads(chunk, part_gz, gz.stride(0), bases_data, grad_atoms_data);
+                            grad_pass.input_grads(chunk, part_atoms, part_gz, gz.stride(0));
+                          });
+    }
+  });
+}
+
 }  // namespace
 
 at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
@@ -720,6 +827,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const int64_t out_channels = coefficients.size(0), band_pixels = g.band_rows * g.out_w;
     y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
+    if (batch_is_one_band(g, mixing)) return batch_band_forward(x, alpha, bases, padding, g, mixing, y);
     const bool inference = c10::InferenceMode::is_enabled();
     at::parallel_for(0, g.bands(), 1, [&](int64_t begin, int64_t end) {
       c10::InferenceMode same_mode_as_caller(inference);  // worker threads do not inherit it
@@ -732,7 +840,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
         const auto z = responses_of(band, z_storage);
         band_planes(x, padding, band, local, planes.data_ptr<scalar_t>());
         form_responses(band, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
-                       bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
+                       bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), z.stride(0));
         if (in_one_image(band)) {
           mixing.forward(z, gather_band(y, band));
         } else {
@@ -765,46 +873,54 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
     // 512-channel layers, filling and summing a share per thread took longer than the GEMMs).
     const int64_t threads = at::get_num_threads();
     auto grad_weight = at::empty(mixing.weight.sizes(), x.options());
-    auto other_shares = at::empty({threads - 1, mixing.weight.size(0), mixing.weight.size(1), mixing.weight.size(2)},
-                                  x.options());
+    at::Tensor other_shares;
     std::vector<char> share_written(threads, 0);
-    const bool inference = c10::InferenceMode::is_enabled();
-    // Bands of whole images run in one pass. Otherwise two (even bands, then odd ones): bands of one image
-    // running together then never share an input row.
-    const int64_t passes = g.whole_images() ? 1 : 2;
-    for (int64_t parity = 0; parity < passes; ++parity) {
-      at::parallel_for(0, (bands - parity + passes - 1) / passes, 1, [&](int64_t begin, int64_t end) {
-        c10::InferenceMode same_mode_as_caller(inference);
-        at::NoGradGuard no_grad;
-        auto z_storage = at::empty({mixing.scratch_size(slab_pixels)}, x.options());
-        auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
-        auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
-        auto planes = at::empty({band_pieces(g, g.slab_rows) * local.image_stride()}, x.options());
-        const PixelPass<scalar_t> x_pass{local, 0}, grad_pass{g, 0};  // reading the slab's planes, writing dL/dxq
-        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
-        auto share = thread == 0 ? grad_weight : other_shares[thread - 1];
-        for (int64_t item = begin; item < end; ++item) {
-          const int64_t first = (passes * item + parity) * g.band_rows, last = std::min(first + g.band_rows, g.rows());
-          for (int64_t row = first; row < last; row += g.slab_rows) {
-            const Band<scalar_t> slab{g, row, std::min(g.slab_rows, last - row)};
-            const auto z = responses_of(slab, z_storage);
-            band_planes(x, padding, slab, local, planes.data_ptr<scalar_t>());
-            form_responses(slab, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
-                           bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>());
-            const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share,
-                                            share_written[thread]);
-            share_written[thread] = 1;
-            slab.for_chunks(planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
-                            grad_alpha.data_ptr<scalar_t>(), grad_xq.data_ptr<scalar_t>(),
-                            [&](const Chunk<scalar_t>& chunk) {
-                              x_pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
-                                                 bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
-                              grad_pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
-                                                    gz.stride(0));
-                            });
+    if (batch_is_one_band(g, mixing)) {
+      batch_band_backward(grad_y_gemm, x, alpha, bases, padding, g, mixing, grad_alpha, grad_xq, grad_weight);
+      share_written[0] = 1;
+    } else {
+      other_shares = at::empty({threads - 1, mixing.weight.size(0), mixing.weight.size(1), mixing.weight.size(2)},
+                               x.options());
+      const bool inference = c10::InferenceMode::is_enabled();
+      // Bands of whole images run in one pass. Otherwise two (even bands, then odd ones): bands of one image
+      // running together then never share an input row.
+      const int64_t passes = g.whole_images() ? 1 : 2;
+      for (int64_t parity = 0; parity < passes; ++parity) {
+        at::parallel_for(0, (bands - parity + passes - 1) / passes, 1, [&](int64_t begin, int64_t end) {
+          c10::InferenceMode same_mode_as_caller(inference);
+          at::NoGradGuard no_grad;
+          auto z_storage = at::empty({mixing.scratch_size(slab_pixels)}, x.options());
+          auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
+          auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
+          auto planes = at::empty({band_pieces(g, g.slab_rows) * local.image_stride()}, x.options());
+          const PixelPass<scalar_t> x_pass{local, 0}, grad_pass{g, 0};  // reading the slab's planes, writing dL/dxq
+          const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
+          auto share = thread == 0 ? grad_weight : other_shares[thread - 1];
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t first = (passes * item + parity) * g.band_rows;
+            const int64_t last = std::min(first + g.band_rows, g.rows());
+            for (int64_t row = first; row < last; row += g.slab_rows) {
+              const Band<scalar_t> slab{g, row, std::min(g.slab_rows, last - row)};
+              const auto z = responses_of(slab, z_storage);
+              band_planes(x, padding, slab, local, planes.data_ptr<scalar_t>());
+              form_responses(slab, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                             bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(),
+                             z.stride(0));
+              const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share,
+                                              share_written[thread]);
+              share_written[thread] = 1;
+              slab.for_chunks(planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                              grad_alpha.data_ptr<scalar_t>(), grad_xq.data_ptr<scalar_t>(),
+                              [&](const Chunk<scalar_t>& chunk) {
+                                x_pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
+                                                   bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
+                                grad_pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                                                      gz.stride(0));
+                              });
+            }
           }
-        }
-      });
+        });
+      }
     }
     grad_x = from_phase_planes<scalar_t>(grad_xq, x, padding, g);
     if (!share_written[0]) grad_weight.zero_();  // thread 0 had no band (an empty batch)
@@ -815,6 +931,9 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
   return {grad_x, grad_alpha, grad_coefficients};
 }
 
+// Sets the batch pixels up to which the batch is one band (kBatchBandPixels); returns the previous setting.
+int64_t set_batch_band_pixels(int64_t pixels) { return batch_band_pixels.exchange(pixels); }
+
 // A plain op library (no pybind11, so it compiles in a fraction of the time): torch.ops.acda_fused_cpu.*
 TORCH_LIBRARY(acda_fused_cpu, m) {
   m.def("forward(Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride, int padding,"
@@ -823,4 +942,5 @@ TORCH_LIBRARY(acda_fused_cpu, m) {
   m.def("backward(Tensor grad_y, Tensor x, Tensor alpha, Tensor bases, Tensor coefficients, int ksize, int stride,"
         " int padding, int dilation, int groups, bool bf16_gemm) -> Tensor[]",
         &fused_backward);
+  m.def("set_batch_band_pixels(int pixels) -> int", &set_batch_band_pixels);
 }
