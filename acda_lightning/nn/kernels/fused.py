@@ -6,8 +6,9 @@ split into stride x stride phase planes in the thread's scratch, so neighbouring
 addresses at every stride and dilation), and feeds the band's (C*m x pixels) responses straight into the
 shared 1x1 (oneDNN's matmul, writing the band of y in place; with groups, one GEMM per group, or, one input
 channel per group as in depthwise, a vectorised per-channel sum), so the only full-size tensors are x, alpha
-and y; backward recomputes each band's responses instead of storing them. Bands may span several small images, so deep
-layers keep a wide GEMM. The kernel is one ``torch.library`` custom op with its backward op, so autograd,
+and y; backward recomputes each band's responses instead of storing them. Bands may span several small images, and
+a batch of at most 1024 output pixels (deep layers) is one band whose GEMMs use every thread, so deep layers
+keep a wide GEMM. The kernel is one ``torch.library`` custom op with its backward op, so autograd,
 ``torch.compile`` and ``torch.export`` each see a single op. It is compiled on first use, once per ISA
 (AVX-512 or AVX2), with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
 ``~/.cache/torch_extensions``); later processes only load it.

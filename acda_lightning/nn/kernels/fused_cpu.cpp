@@ -8,7 +8,8 @@
 // (C*m x pixels), and multiplies A by z with a single-threaded GEMM (oneDNN) that writes straight into
 // y, so the only full-size tensors are x, alpha and y (and in backward the padded dL/dx), and a call has a
 // single parallel region (no per-phase barriers, which stall badly on a loaded machine). Backward
-// recomputes z instead of saving it.
+// recomputes z instead of saving it. A small batch (kBatchBandPixels: deep layers) is instead one band whose
+// GEMMs run on every thread, between parallel per-pixel passes split by image.
 //
 // Every per-pixel loop runs over a vector of consecutive output pixels of one row, so no loop ever needs
 // a horizontal sum and the GEMMs take z, dL/dz and dL/dy in the layout they are made in (no transposed
