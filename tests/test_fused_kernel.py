@@ -136,15 +136,19 @@ def test_random_layers_match_the_reference_at_any_thread_count(threads, path):
     ids=["dense-3x3", "dense-5x5-strided", "grouped", "depthwise", "depthwise-multiplier"],
 )
 def test_custom_op_gradcheck_and_opcheck(kernel_size, stride, dilation, padding, in_channels, out_channels, groups):
-    """float64 gradcheck of the op itself, and torch.library.opcheck (fake impl, autograd registration)."""
+    """float64 gradcheck of the op itself (the bias it writes before the GEMM included), and torch.library.opcheck
+    (fake impl, autograd registration) with and without a bias."""
     bases = ACDAConv2d(1, 1, kernel_size).bases.flatten(1).double()
     x = torch.randn(1, in_channels, 6, 7, dtype=torch.float64, requires_grad=True)
     out_h, out_w = ((n + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1 for n in (6, 7))
     alpha = torch.randn(1, 2, bases.shape[0], out_h, out_w, dtype=torch.float64, requires_grad=True)
     coefficients = torch.randn(out_channels, in_channels // groups, 2, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
     args = (x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups)
-    assert torch.autograd.gradcheck(lambda x, a, c: fused.fused_acda(x, a, bases, c, *args[4:]), (x, alpha, coefficients))
+    assert torch.autograd.gradcheck(lambda x, a, c, b: fused.fused_acda(x, a, bases, c, *args[4:], bias=b),
+                                    (x, alpha, coefficients, bias))
     torch.library.opcheck(fused.fused_acda, args)
+    torch.library.opcheck(fused.fused_acda, args, {"bias": bias})
 
 
 def test_bf16_input_is_computed_in_fp32():

@@ -127,20 +127,22 @@ def fused_acda(
     dilation: int,
     groups: int = 1,
     bf16_gemm: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """y[b,o,i,j] = sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)], no bias.
+    """y[b,o,i,j] = sum_{c,a,t} A[o,c,a] (alpha[b,a,:,i,j] . bases[:,t]) xpad[b,c,window_t(i,j)] + bias[o].
 
     x (B, C, H, W), alpha (B, m, K, Ho, Wo), bases (K, k*k) (fixed: no gradient), A (O, C/groups, m):
     output channel o sums over only the C/groups input channels of its group (as nn.Conv2d's groups).
     bf16_gemm: the GEMMs with A (forward and backward) take bf16 operands, accumulating in fp32 (with one
-    input channel per group there is no GEMM, and the flag has no effect).
+    input channel per group there is no GEMM, and the flag has no effect). bias (O,) or None: written into y
+    before the GEMM adds to it (no pass over y of its own).
     """
     operands = _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups, bf16_gemm)
-    return _require_extension().forward(*operands)
+    return _require_extension().forward(*operands, bias)
 
 
 @fused_acda.register_fake
-def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False):
+def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False, bias=None):
     return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
 
 
@@ -185,15 +187,17 @@ def _(grad, x, alpha, bases, coefficients, kernel_size, stride, padding, dilatio
 
 
 def _setup_context(ctx, inputs, output):
-    x, alpha, bases, coefficients, *geometry = inputs
+    x, alpha, bases, coefficients, *geometry, bias = inputs
     ctx.save_for_backward(x, alpha, bases, coefficients)
     ctx.geometry = geometry
+    ctx.has_bias = bias is not None
 
 
 def _backward(ctx, grad):
     x, alpha, bases, coefficients = ctx.saved_tensors
     grad_x, grad_alpha, grad_coefficients = fused_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
-    return grad_x, grad_alpha, None, grad_coefficients, *[None] * len(ctx.geometry)
+    grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias else None
+    return grad_x, grad_alpha, None, grad_coefficients, *[None] * len(ctx.geometry), grad_bias
 
 
 fused_acda.register_autograd(_backward, setup_context=_setup_context)
@@ -219,7 +223,6 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
             dilation,
             groups,
             output_dtype == torch.bfloat16,
+            None if bias is None else bias.to(compute_dtype),
         )
-        if bias is not None:  # in place: the op's output is fresh and its backward does not need it
-            output.add_(bias.to(compute_dtype).view(1, -1, 1, 1))
     return output.to(output_dtype)
