@@ -223,7 +223,9 @@ struct PixelPass {
       const int64_t c0 = first_channel + block;
       for_blocks<kAtomBlock>(atom_count, [&](auto ab, int64_t a0) {
         constexpr int AB = decltype(ab)::value;
-        Vec<T> acc[CB][AB] = {};
+        Vec<T> acc[CB][AB];  // zeroed one by one: `= {}` cleared the array on the stack with rep stos per call
+        for (int cc = 0; cc < CB; ++cc)
+          for (int aa = 0; aa < AB; ++aa) acc[cc][aa] = Vec<T>{};
         for (int64_t t = 0; t < taps; ++t) {
           const T* xt = x + c0 * channel_stride + offsets[t];
           const T* dt = chunk_atoms + (a0 * taps + t) * V;
@@ -250,7 +252,9 @@ struct PixelPass {
       // taps per block: the register budget of responses' channel block
       for_blocks<kChannelBlock>(taps, [&](auto tb, int64_t t0) {
         constexpr int TB = decltype(tb)::value;
-        Vec<T> acc[TB][AB] = {};
+        Vec<T> acc[TB][AB];
+        for (int tt = 0; tt < TB; ++tt)
+          for (int aa = 0; aa < AB; ++aa) acc[tt][aa] = Vec<T>{};
         for (int64_t c = 0; c < g.channels; ++c) {
           Vec<T> grad[AB];
           for (int aa = 0; aa < AB; ++aa) grad[aa] = load(gz + (c * g.atoms + a0 + aa) * gz_stride + chunk.q);
