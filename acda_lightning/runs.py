@@ -56,8 +56,12 @@ class RunError(ValueError):
 
 
 def new_run_id() -> str:
-    """Sortable by start time, unique across processes started in the same second."""
-    return os.environ.get(RUN_ID_ENV) or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    """Sortable by start time to the millisecond (``--ckpt_path last`` resumes the newest unfinished run; two runs
+    of one second sorted by their random suffix), unique across processes started in the same millisecond."""
+    if os.environ.get(RUN_ID_ENV):
+        return os.environ[RUN_ID_ENV]
+    now = time.time()
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}{int(now % 1 * 1000):03d}-{secrets.token_hex(2)}"
 
 
 def experiment_config(config: dict) -> dict:

@@ -6,13 +6,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from acda_lightning.cli import main
-from acda_lightning.runs import RunError
+from acda_lightning.runs import RUN_ID_ENV, RunError, new_run_id
 
 TOY = Path("tasks/toy/acda.yaml").resolve()
 TOY_CONV = Path("tasks/toy/conv.yaml").resolve()
@@ -81,6 +82,17 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path):
         _cli(tmp_path, "fit", TOY, *SHORT, "--ckpt_path", "last")
 
 
+def test_run_ids_sort_by_start_time_within_one_second(monkeypatch):
+    """`--ckpt_path last` takes the newest unfinished run by its id: ids of one second must not sort by their
+    random suffix."""
+    monkeypatch.delenv(RUN_ID_ENV, raising=False)
+    ids = []
+    for _ in range(5):
+        ids.append(new_run_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
 def test_last_resumes_only_the_newest_unfinished_run_and_never_a_finished_one(tmp_path, restore_sigint, capsys):
     with pytest.raises(SystemExit):
         _cli(tmp_path, "fit", TOY, *SHORT, "--trainer.callbacks+=conftest.InterruptAtStep", "--trainer.callbacks.step=12")
@@ -136,9 +148,12 @@ def test_a_test_is_promoted_only_for_weights_of_a_complete_fit_of_the_same_confi
     promoted = json.loads((tmp_path / "reports/toy_acda/metrics.json").read_text())
     assert promoted["complete"] and promoted["config"]["trainer"]["max_epochs"] == 2
     complete_run = tmp_path / "runs/toy_acda" / promoted["run_id"]
+    earlier = set((tmp_path / "reports/toy_acda/runs").iterdir())
     _cli(tmp_path, "test", TOY, "--data.steps_per_epoch", "4", "--ckpt_path", str(complete_run / "checkpoints/last.ckpt"))
     assert json.loads((tmp_path / "reports/toy_acda/metrics.json").read_text()) == promoted, "another config's weights"
-    newest = json.loads(max((tmp_path / "reports/toy_acda/runs").iterdir()).joinpath("metrics.json").read_text())
+    # the test's own record (run ids of one second sort by their random suffix, so not the largest name)
+    (newest_dir,) = set((tmp_path / "reports/toy_acda/runs").iterdir()) - earlier
+    newest = json.loads((newest_dir / "metrics.json").read_text())
     assert newest["shortened"] == [f"weights of run {complete_run.name}, fitted with another config (differs in trainer.max_epochs)"]
     _cli(tmp_path, "test", TOY, "-c", own, "--data.steps_per_epoch", "4", "--ckpt_path", str(complete_run / "checkpoints/last.ckpt"))
     retested = json.loads((tmp_path / "reports/toy_acda/metrics.json").read_text())
