@@ -642,6 +642,17 @@ void scatter_band(const at::Tensor& values, at::Tensor& tensor, const Band<T>& b
   });
 }
 
+// y's band = A z (+ bias): written in place where the band lies in one image (y's band is then a view), else
+// through a copy scattered to the images it covers.
+template <typename T>
+void write_band(const Mixing<T>& mixing, const at::Tensor& z, at::Tensor& y, const Band<T>& band,
+                const at::Tensor& bias) {
+  if (in_one_image(band)) return mixing.forward(z, gather_band(y, band), bias);
+  auto out = at::empty({y.size(1), band.count()}, y.options());
+  mixing.forward(z, out, bias);
+  scatter_band(out, y, band);
+}
+
 // A band's own phase planes (geometry local = band_geometry): piece k of the band (its rows of image b from output
 // row r on) holds, in plane row l of phase (ph, pw), xpad[b, c, (r + l)*s + ph, j*s + pw] (x in any layout,
 // channels_last included), zero where that lies in the padding or past it.
@@ -719,6 +730,18 @@ at::Tensor responses_of(const Band<T>& band, const at::Tensor& storage) {
   return storage.narrow(0, 0, rows * band.count()).view({rows, band.count()});
 }
 
+// dL/dalpha and dL/dxq of a band from its dL/dz (gz at the band's first pixel, rows gz_stride apart), reading
+// the band's planes (geometry local) and atoms; grad_atoms: the thread's (m, k*k, V) scratch.
+template <typename T>
+void pixel_grads(const Band<T>& band, const T* planes, const Geometry& local, const T* alpha, const T* bases,
+                 const T* atoms, const T* gz, int64_t gz_stride, T* grad_alpha, T* grad_xq, T* grad_atoms) {
+  const PixelPass<T> x_pass{local, 0}, grad_pass{band.g, 0};  // reading the band's planes, writing dL/dxq
+  band.for_chunks(planes, local, alpha, grad_alpha, grad_xq, [&](const Chunk<T>& chunk) {
+    x_pass.alpha_grads(chunk, gz, gz_stride, bases, grad_atoms);
+    grad_pass.input_grads(chunk, atoms, gz, gz_stride);
+  });
+}
+
 at::ScalarType gemm_type_of(const at::Tensor& x, bool bf16_gemm) {
   return bf16_gemm ? at::kBFloat16 : x.scalar_type();
 }
@@ -779,13 +802,7 @@ void batch_band_forward(const at::Tensor& x, const at::Tensor& alpha, const at::
   auto z_storage = at::empty({g.channels * g.atoms * batch.count()}, x.options());
   const auto z = responses_of(batch, z_storage);
   batch_responses(x, alpha, bases, padding, band_geometry(g, g.out_h), parts, planes, atoms, z);
-  if (in_one_image(batch)) {
-    mixing.forward(z, gather_band(y, batch), bias);
-  } else {
-    auto out = at::empty({y.size(1), batch.count()}, x.options());
-    mixing.forward(z, out, bias);
-    scatter_band(out, y, batch);
-  }
+  write_band(mixing, z, y, batch, bias);
 }
 
 // dL/dalpha and dL/dxq written, dL/dA into grad_weight (weight's shape).
@@ -808,17 +825,10 @@ void batch_band_backward(const at::Tensor& grad_y, const at::Tensor& x, const at
     c10::InferenceMode same_mode_as_caller(inference);
     at::NoGradGuard no_grad;
     auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<T>()}, x.options());
-    T* grad_atoms_data = grad_atoms.template data_ptr<T>();
-    const PixelPass<T> x_pass{local, 0}, grad_pass{g, 0};  // reading the part's planes, writing dL/dxq
-    for (int64_t i = begin; i < end; ++i) {
-      const T* part_gz = gz.template data_ptr<T>() + parts[i].row0 * g.out_w;
-      const T* part_atoms = atoms[i].template data_ptr<T>();
-      parts[i].for_chunks(planes[i].template data_ptr<T>(), local, alpha_data, grad_alpha_data, grad_xq_data,
-                          [&](const Chunk<T>& chunk) {
-                            x_pass.alpha_grads(chunk, part_gz, gz.stride(0), bases_data, grad_atoms_data);
-                            grad_pass.input_grads(chunk, part_atoms, part_gz, gz.stride(0));
-                          });
-    }
+    for (int64_t i = begin; i < end; ++i)
+      pixel_grads(parts[i], planes[i].template data_ptr<T>(), local, alpha_data, bases_data,
+                  atoms[i].template data_ptr<T>(), gz.template data_ptr<T>() + parts[i].row0 * g.out_w,
+                  gz.stride(0), grad_alpha_data, grad_xq_data, grad_atoms.template data_ptr<T>());
   });
 }
 
@@ -835,7 +845,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
     const Mixing<scalar_t> mixing(coefficients, groups, gemm_type_of(x, bf16_gemm));
     const int64_t out_channels = coefficients.size(0), band_pixels = g.band_rows * g.out_w;
     y = at::empty({g.batch, out_channels, g.out_h, g.out_w}, x.options());
-    TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == coefficients.size(0) &&
+    TORCH_CHECK(!bias || (bias->dim() == 1 && bias->size(0) == out_channels &&
                           bias->scalar_type() == x.scalar_type()),
                 "fused ACDA: bias must be (O,) in x's dtype");
     const at::Tensor bias_values = bias ? bias->contiguous() : at::Tensor();
@@ -853,13 +863,7 @@ at::Tensor fused_forward(const at::Tensor& x, const at::Tensor& alpha, const at:
         band_planes(x, padding, band, local, planes.data_ptr<scalar_t>());
         form_responses(band, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
                        bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), z.data_ptr<scalar_t>(), z.stride(0));
-        if (in_one_image(band)) {
-          mixing.forward(z, gather_band(y, band), bias_values);
-        } else {
-          auto out = at::empty({out_channels, band.count()}, x.options());
-          mixing.forward(z, out, bias_values);
-          scatter_band(out, y, band);
-        }
+        write_band(mixing, z, y, band, bias_values);
       }
     });
   });
@@ -905,7 +909,6 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
           auto atoms = at::empty({g.atoms * g.taps() * g.slab_rows * g.padded_w}, x.options());
           auto grad_atoms = at::empty({g.atoms * g.taps() * lanes<scalar_t>()}, x.options());
           auto planes = at::empty({band_pieces(g, g.slab_rows) * local.image_stride()}, x.options());
-          const PixelPass<scalar_t> x_pass{local, 0}, grad_pass{g, 0};  // reading the slab's planes, writing dL/dxq
           const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
           auto share = thread == 0 ? grad_weight : other_shares[thread - 1];
           for (int64_t item = begin; item < end; ++item) {
@@ -921,14 +924,10 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& grad_y, const at::Tenso
               const auto gz = mixing.backward(gather_band(grad_y_gemm, slab).contiguous(), z, z_storage, share,
                                               share_written[thread]);
               share_written[thread] = 1;
-              slab.for_chunks(planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
-                              grad_alpha.data_ptr<scalar_t>(), grad_xq.data_ptr<scalar_t>(),
-                              [&](const Chunk<scalar_t>& chunk) {
-                                x_pass.alpha_grads(chunk, gz.data_ptr<scalar_t>(), gz.stride(0),
-                                                   bases.data_ptr<scalar_t>(), grad_atoms.data_ptr<scalar_t>());
-                                grad_pass.input_grads(chunk, atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
-                                                      gz.stride(0));
-                              });
+              pixel_grads(slab, planes.data_ptr<scalar_t>(), local, alpha.data_ptr<scalar_t>(),
+                          bases.data_ptr<scalar_t>(), atoms.data_ptr<scalar_t>(), gz.data_ptr<scalar_t>(),
+                          gz.stride(0), grad_alpha.data_ptr<scalar_t>(), grad_xq.data_ptr<scalar_t>(),
+                          grad_atoms.data_ptr<scalar_t>());
             }
           }
         });
