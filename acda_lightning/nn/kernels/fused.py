@@ -115,8 +115,7 @@ def _kernel_args(x, alpha, bases, coefficients, kernel_size, stride, padding, di
             bf16_gemm)
 
 
-@torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")
-def fused_acda(
+def _forward(
     x: torch.Tensor,
     alpha: torch.Tensor,
     bases: torch.Tensor,
@@ -141,13 +140,7 @@ def fused_acda(
     return _require_extension().forward(*operands, bias)
 
 
-@fused_acda.register_fake
-def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False, bias=None):
-    return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
-
-
-@torch.library.custom_op("acda_lightning::fused_acda_backward", mutates_args=(), device_types="cpu")
-def fused_acda_backward(
+def _backward(
     grad: torch.Tensor,
     x: torch.Tensor,
     alpha: torch.Tensor,
@@ -169,11 +162,23 @@ def fused_acda_backward(
     )
 
 
+# The kernel as torch.library custom ops, which torch.compile and torch.export see as single ops.
+fused_acda = torch.library.custom_op("acda_lightning::fused_acda", mutates_args=(), device_types="cpu")(_forward)
+fused_acda_backward = torch.library.custom_op(
+    "acda_lightning::fused_acda_backward", mutates_args=(), device_types="cpu"
+)(_backward)
+
+
 def _grad_x_format(x: torch.Tensor) -> torch.memory_format:
     """grad_x in a channels_last input's own layout (the kernel returns NCHW), as autograd and DDP expect."""
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
+
+
+@fused_acda.register_fake
+def _(x, alpha, bases, coefficients, kernel_size, stride, padding, dilation, groups=1, bf16_gemm=False, bias=None):
+    return x.new_empty(x.shape[0], coefficients.shape[0], alpha.shape[3], alpha.shape[4])
 
 
 @fused_acda_backward.register_fake
@@ -193,14 +198,32 @@ def _setup_context(ctx, inputs, output):
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad):
+def _gradients(ctx, grad, kernel_backward):
     x, alpha, bases, coefficients = ctx.saved_tensors
-    grad_x, grad_alpha, grad_coefficients = fused_acda_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
+    grad_x, grad_alpha, grad_coefficients = kernel_backward(grad, x, alpha, bases, coefficients, *ctx.geometry)
     grad_bias = grad.sum((0, 2, 3)) if ctx.has_bias else None
     return grad_x, grad_alpha, None, grad_coefficients, *[None] * len(ctx.geometry), grad_bias
 
 
-fused_acda.register_autograd(_backward, setup_context=_setup_context)
+fused_acda.register_autograd(lambda ctx, grad: _gradients(ctx, grad, fused_acda_backward), setup_context=_setup_context)
+
+
+class _EagerFusedACDA(torch.autograd.Function):
+    """fused_acda's autograd for plain tensors outside torch.compile/export: the same kernel calls and gradients
+    without the custom ops' Python dispatch (per layer step 0.1 ms on a 1x4x4x4 layer, 0.5 ms at Ad-ResNet-s'
+    4x256x5x5: 1.2-1.3x the raw kernel's time there)."""
+
+    forward = staticmethod(_forward)
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _gradients(ctx, grad, _backward)
+
+
+def _traced(x: torch.Tensor) -> bool:
+    """Whether x is being traced (torch.compile, torch.export, a fake or functional tensor): the custom ops then."""
+    return torch.compiler.is_compiling() or type(x) is not torch.Tensor
 
 
 def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, kernel_size, groups=1):
@@ -211,8 +234,9 @@ def acda_fused(x, alpha, bases, coefficients, bias, stride, padding, dilation, k
     compute_dtype = torch.float64 if output_dtype == torch.float64 else torch.float32
     if bases is None:  # alpha holds the k*k atom entries directly: the bases are the one-hot filters
         bases = torch.eye(kernel_size * kernel_size, device=x.device)
+    kernel = fused_acda if _traced(x) else _EagerFusedACDA.apply
     with autocast_disabled(x.device.type):
-        output = fused_acda(
+        output = kernel(
             x.to(compute_dtype),
             alpha.to(compute_dtype),
             bases.flatten(1).to(compute_dtype),
