@@ -323,8 +323,21 @@ int64_t band_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t budget_ro
     const int64_t bands = threads * std::max<int64_t>(1, (batch + threads * most_images - 1) / (threads * most_images));
     return std::max<int64_t>(1, (batch + bands - 1) / bands) * out_h;  // an empty batch: no band, any size
   }
-  const int64_t spread = (batch * out_h + 2 * threads - 1) / (2 * threads);
-  return std::max<int64_t>({1, overlap_rows, std::min(fit, spread)});
+  const int64_t rows = batch * out_h, spread = (rows + 2 * threads - 1) / (2 * threads);
+  const int64_t most = std::max<int64_t>({1, overlap_rows, std::min(fit, spread)});
+  // Backward runs the even bands, then the odd ones, each pass split over the threads: of the sizes down to the
+  // GEMM's minimum (and the overlap), the one whose longest thread has the fewest rows to do, the largest of
+  // those. 2x128x64x64 at k=3: 26 bands of 5 rows left a thread 7 bands per pass where 6.5 is the share;
+  // 32 of 4 rows divide evenly.
+  const int64_t least = std::max<int64_t>({1, overlap_rows, (kMinBandPixels + out_w - 1) / out_w});
+  auto longest_thread_rows = [&](int64_t size) {
+    const int64_t bands = (rows + size - 1) / size, even = (bands + 1) / 2, odd = bands / 2;
+    return ((even + threads - 1) / threads + (odd + threads - 1) / threads) * size;
+  };
+  int64_t best = most;
+  for (int64_t size = most - 1; size >= least; --size)
+    if (longest_thread_rows(size) < longest_thread_rows(best)) best = size;
+  return best;
 }
 
 int64_t vector_lanes(const at::Tensor& x) {
