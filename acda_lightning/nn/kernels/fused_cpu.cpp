@@ -134,10 +134,17 @@ struct Chunk {
 // compile-time constants, in registers, where it spills plain arrays under `omp simd`).
 template <typename T>
 struct VectorOf;
+// `unaligned`: the same vector at any element's address, for stores.
 template <>
-struct VectorOf<float> { typedef float type __attribute__((vector_size(ACDA_VECTOR_BYTES))); };
+struct VectorOf<float> {
+  typedef float type __attribute__((vector_size(ACDA_VECTOR_BYTES)));
+  typedef float unaligned __attribute__((vector_size(ACDA_VECTOR_BYTES), aligned(alignof(float))));
+};
 template <>
-struct VectorOf<double> { typedef double type __attribute__((vector_size(ACDA_VECTOR_BYTES))); };
+struct VectorOf<double> {
+  typedef double type __attribute__((vector_size(ACDA_VECTOR_BYTES)));
+  typedef double unaligned __attribute__((vector_size(ACDA_VECTOR_BYTES), aligned(alignof(double))));
+};
 template <typename T>
 using Vec = typename VectorOf<T>::type;
 
@@ -149,9 +156,10 @@ inline Vec<T> load(const T* source) {
 }
 
 // Values, not references: a vector whose address is taken lives on the stack (the accumulator arrays were
-// zeroed there with rep stos and stored twice).
+// zeroed there with rep stos and stored twice). A typed store, not a memcpy: a memcpy may write any object, so
+// after each one the compiler reloaded every size and pointer a loop reads from memory (its captures).
 template <typename T>
-inline void store(T* target, Vec<T> value) { std::memcpy(target, &value, sizeof value); }
+inline void store(T* target, Vec<T> value) { *reinterpret_cast<typename VectorOf<T>::unaligned*>(target) = value; }
 
 // The first n lanes only (a row's last vector): a plain store when the vector is whole, else one masked store
 // (a memcpy of a run-time length is a library call, and at k=3 those calls took longer than the responses'
@@ -296,10 +304,11 @@ struct PixelPass {
           Vec<T> d[AB];
           for (int aa = 0; aa < AB; ++aa) d[aa] = load(dt + aa * taps * V);
           for (int cc = 0; cc < CB; ++cc) {
+            // Two chains of products, added to dL/dx last: its load may wait on a store of an earlier tap.
+            Vec<T> sums[2] = {d[0] * grad[cc][0], AB > 1 ? d[AB - 1] * grad[cc][AB - 1] : Vec<T>{}};
+            for (int aa = 1; aa < AB - 1; ++aa) sums[aa % 2] += d[aa] * grad[cc][aa];
             T* gx = chunk.grad_x + (c0 + cc) * channel_stride + g.tap_offsets[t];
-            Vec<T> sum = load(gx);
-            for (int aa = 0; aa < AB; ++aa) sum += d[aa] * grad[cc][aa];
-            store(gx, sum);
+            store(gx, load(gx) + (sums[0] + sums[1]));
           }
         }
       });
