@@ -219,6 +219,21 @@ def test_channels_last_and_batch_of_one():
     torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("traced, message", [(False, "differentiate twice"), (True, "no autograd formula")],
+                         ids=["eager", "custom-op"])
+def test_a_second_derivative_raises_instead_of_returning_a_wrong_one(monkeypatch, traced, message):
+    """The kernel has no double backward. Eager steps use a plain autograd.Function, whose backward would
+    otherwise hand create_graph a result cut from the graph (silently no second derivative); the custom op
+    (torch.compile/export) refuses too."""
+    monkeypatch.setattr(fused, "_traced", lambda x: traced)
+    torch.manual_seed(0)
+    layer = ACDAConv2d(4, 4, 3, impl="fused").double()
+    x = torch.randn(1, 4, 6, 6, dtype=torch.double, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=message):
+        grad.sum().backward()
+
+
 def test_torch_export_sees_one_fused_op():
     layer = randomised(ACDAConv2d(8, 8, 5, impl="fused")).eval()
     x = torch.randn(1, 8, 12, 12)

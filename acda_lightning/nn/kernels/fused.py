@@ -219,6 +219,7 @@ class _EagerFusedACDA(torch.autograd.Function):
         return _forward(*inputs)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a second derivative raises, as the custom op's does
     def backward(ctx, grad):
         return _gradients(ctx, grad, _backward)
 
