@@ -234,6 +234,15 @@ def test_a_second_derivative_raises_instead_of_returning_a_wrong_one(monkeypatch
         grad.sum().backward()
 
 
+def test_the_kernel_refuses_tensors_off_the_cpu():
+    """Eager steps call the C++ op directly (not through the CPU-only custom op): it checks the device itself
+    rather than reading a GPU's memory as host memory. (Meta tensors stand in for CUDA ones here.)"""
+    x, alpha = torch.empty(1, 4, 6, 6, device="meta"), torch.empty(1, 6, 6, 6, 6, device="meta")
+    bases, coefficients = torch.empty(6, 9, device="meta"), torch.empty(4, 4, 6, device="meta")
+    with pytest.raises(RuntimeError, match="fused ACDA is the CPU kernel, got x on meta"):
+        fused.extension().forward(x, alpha, bases, coefficients, 3, 1, 1, 1, 1, False)
+
+
 def test_torch_export_sees_one_fused_op():
     layer = randomised(ACDAConv2d(8, 8, 5, impl="fused")).eval()
     x = torch.randn(1, 8, 12, 12)

@@ -356,6 +356,8 @@ int64_t vector_lanes(const at::Tensor& x) {
 Geometry make_geometry(const at::Tensor& x, const at::Tensor& alpha, const at::Tensor& bases,
                        const at::Tensor& coefficients, int64_t ksize, int64_t stride, int64_t padding,
                        int64_t dilation, int64_t groups) {
+  TORCH_CHECK(x.is_cpu() && alpha.is_cpu() && bases.is_cpu() && coefficients.is_cpu(),
+              "fused ACDA is the CPU kernel, got x on ", x.device(), " (impl='auto' picks a kernel for the device)");
   TORCH_CHECK(x.dim() == 4 && alpha.dim() == 5 && bases.dim() == 2,
               "fused ACDA: x (B,C,H,W), alpha (B,m,K,Ho,Wo), bases (K,k*k)");
   TORCH_CHECK(bases.size(1) == ksize * ksize && bases.size(0) == alpha.size(2), "fused ACDA: bases must be (K, k*k)");
