@@ -9,9 +9,9 @@ channel per group as in depthwise, a vectorised per-channel sum), so the only fu
 and y; backward recomputes each band's responses instead of storing them. Bands may span several small images, and
 a batch of at most 1024 output pixels (deep layers) is one band whose GEMMs use every thread, so deep layers
 keep a wide GEMM. The kernel is one ``torch.library`` custom op with its backward op, so ``torch.compile`` and
-``torch.export`` each see a single op; eager steps call the same ops through a plain autograd.Function. It is compiled on first use, once per ISA
-(AVX-512 or AVX2), with the machine's C++ compiler and cached under ``TORCH_EXTENSIONS_DIR`` (default
-``~/.cache/torch_extensions``); later processes only load it.
+``torch.export`` each see a single op; eager steps call the same ops through a plain autograd.Function. It is
+compiled on first use, once per ISA (AVX-512 or AVX2), with the machine's C++ compiler and cached under
+``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``); later processes only load it.
 """
 
 from __future__ import annotations
