@@ -1,6 +1,7 @@
 """`acda bench` through the CLI: JSON shape and keys, and the Table 6 formula rows. Never timed."""
 
 import json
+import mmap
 import time
 
 import pytest
@@ -90,6 +91,33 @@ def test_train_view_runs_registered_models_by_name(capsys):
     assert rows["toy_detector:conv=conv"]["parameters"] == 7 * 7 + 1
     assert rows["toy_detector:conv=acda"]["parameters"] == TOY_ACDA_PARAMETERS
     check_step_times(list(rows.values()), elapsed)
+    assert all(row["page_faults_per_step"] >= 0 for row in rows.values())
+
+
+def test_train_view_prints_each_steps_page_faults(capsys):
+    assert main(["bench", "train", "--quick", "--models", "toy_detector:conv=conv", "toy_detector:conv=acda"]) == 0
+    header, _, *rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert header.split("|")[-2].strip() == "page faults/step"
+    assert len(rows) == 2 and all(row.split("|")[-2].strip().replace(",", "").isdigit() for row in rows)
+
+
+def test_page_fault_count_sees_memory_mapped_afresh_and_not_memory_reused():
+    """What the train view's page-fault column counts: writing 64 MB of newly mapped memory faults on every page
+    (at least once per 2 MB huge page), writing it again does not."""
+    pytest.importorskip("resource")  # POSIX: the count's source
+    from acda_lightning.bench.measure import counting_page_faults
+
+    size, page = 64 << 20, mmap.PAGESIZE
+    one_byte_per_page = b"\1" * (size // page)
+    fresh, reused = [], []
+    with mmap.mmap(-1, size) as region:
+        def write_every_page():
+            region[::page] = one_byte_per_page
+
+        counting_page_faults(write_every_page, fresh)()
+        counting_page_faults(write_every_page, reused)()
+    assert fresh[0] >= size // (2 << 20)
+    assert reused[0] < fresh[0] / 4
 
 
 def test_table7_trains_ad_resnet_s_conv_and_acda_and_predicts_dfn_memory(capsys):

@@ -11,6 +11,11 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -64,6 +69,21 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def counting_page_faults(fn: Callable[[], object], counts: list[int]) -> Callable[[], None]:
+    """fn, appending to counts the process's minor page faults during each call: memory the OS mapped afresh,
+    mostly what the allocator gave back and the call touched again, which costs time and swings conv/ACDA
+    ratios between processes. fn itself where `resource` is missing (Windows)."""
+    if resource is None:
+        return fn
+
+    def run():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        fn()
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+    return run
 
 
 def interleaved_times(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 from torch import nn
 
@@ -9,7 +11,7 @@ from ..models import create_model
 from ..nn import ACDAConv2d
 from ..nn.baselines import dfn_filter_bytes
 from ..paper import TABLE7, TABLE7_BATCH_PER_GPU, TABLE7_SIZE
-from .measure import interleaved_times, peak_memory, summary
+from .measure import counting_page_faults, interleaved_times, peak_memory, summary
 
 TABLE7_MODEL = "ad_resnet_s"
 
@@ -99,17 +101,23 @@ def dfn_predicted_bytes(model: nn.Module, x: torch.Tensor, batch: int, size: int
 
 
 def bench_training(specs: list[str], size: int, batch: int, device: torch.device, warmup: int, repeats: int) -> list[dict]:
-    models, runs = {}, {}
+    models, runs, page_faults = {}, {}, {}
     for spec in specs:
         name, kwargs = parse_spec(spec)
         model = build(name, **kwargs).to(device)
         x = torch.randn(batch, input_channels(model), size, size, device=device)
         models[spec] = (model, x)
         runs[spec] = train_step(model, x)
-    times = interleaved_times(runs, device, warmup, repeats)
+        page_faults[spec] = []
+    if device.type == "cpu":
+        runs_counted = {spec: counting_page_faults(run, page_faults[spec]) for spec, run in runs.items()}
+    else:
+        runs_counted = runs
+    times = interleaved_times(runs_counted, device, warmup, repeats)
     rows = []
     for spec, (model, x) in models.items():
         seconds = summary(times[spec])
+        faults = page_faults[spec][-repeats:]  # the timed steps, not the warm-up
         rows.append({
             "model": spec,
             "size": size,
@@ -119,6 +127,7 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
             "step_seconds": times[spec],
             "images_per_second": batch / seconds["median"],
             "peak_bytes": peak_memory(runs[spec], device),
+            "page_faults_per_step": statistics.median(faults) if faults else None,
         })
     return rows
 
@@ -141,15 +150,17 @@ def table7(size: int, batch: int, device: torch.device, warmup: int, repeats: in
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | input | params | images/s | s/step: median [min, max] | ACDA / conv step | peak MB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | input | params | images/s | s/step: median [min, max] | ACDA / conv step | peak MB "
+             "| page faults/step |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         s = row["seconds_per_step"]
         ratio = row.get("ratio_to_conv")
         ratio_text = f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "-"
+        faults = row.get("page_faults_per_step")
         lines.append(
             f"| {row['model']} | {row['batch']}x{row['size']}px | {row['parameters']:,} | "
             f"{row['images_per_second']:.1f} | {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {ratio_text} | "
-            f"{row['peak_bytes'] / 2**20:.1f} |"
+            f"{row['peak_bytes'] / 2**20:.1f} | {'-' if faults is None else f'{faults:,.0f}'} |"
         )
     return "\n".join(lines)
