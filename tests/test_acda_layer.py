@@ -128,6 +128,40 @@ def test_translation_equivariance(generator, impl, shift):
     torch.testing.assert_close(moved, interior, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (2, 0, 1), (3, 3, 1), (2, 3, 2)])
+def test_the_paper_generator_reads_x_at_each_output_windows_centre(stride, padding, dilation):
+    """With only the centre tap of its 3x3, the generator's alpha at output (i, j) is a function of x at that
+    window's centre (i*stride - padding + dilation*(k-1)/2, ...): zero where the centre lies in the padding."""
+    layer = randomised(ACDAConv2d(3, 4, 3, stride=stride, padding=padding, dilation=dilation)).eval()
+    expand, norm, relu, predict = layer.atom_generator
+    nn.init.normal_(norm.running_mean)
+    with torch.no_grad():
+        predict.weight[..., [0, 0, 0, 1, 1, 2, 2, 2], [0, 1, 2, 0, 2, 0, 1, 2]] = 0
+    x = torch.randn(2, 3, 13, 11)
+    out_h, out_w = layer.output_size(13, 11)
+    first = dilation - padding  # the centre of output 0's window, (k-1)/2 = 1
+    margin = padding + 1
+    padded = F.pad(x, (margin,) * 4)
+    rows = torch.arange(out_h) * stride + first + margin
+    columns = torch.arange(out_w) * stride + first + margin
+    centres = padded[:, :, rows][..., columns]
+    with torch.no_grad():
+        hidden = relu(norm(F.conv2d(centres, expand.weight, expand.bias)))
+        expected = F.conv2d(hidden, predict.weight[..., 1:2, 1:2], predict.bias)
+        alpha = layer.basis_coefficients(x)
+    torch.testing.assert_close(alpha, expected.view_as(alpha))
+
+
+def test_a_layer_whose_generator_strides_its_own_1x1_computes_the_same():
+    """A strided paper layer pickled whole before the generator's 1x1 ran at stride 1 (its 1x1 has the stride)."""
+    layer = randomised(ACDAConv2d(4, 4, 5, stride=2)).eval()
+    x = torch.randn(2, 4, 15, 14)
+    with torch.no_grad():
+        expected = layer(x)
+        layer.atom_generator[0].stride = (2, 2)
+        torch.testing.assert_close(layer(x), expected)
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_bf16_autocast_on_cpu(impl):
     layer = randomised(ACDAConv2d(8, 8, 5, impl=impl)).eval()

@@ -120,8 +120,10 @@ class ACDAConv2d(nn.Module):
         predicted = num_atoms * self.num_bases
         if generator == "paper":
             self.gen_kernel = 1
+            # at stride 1: basis_coefficients samples x at the window centres first (a strided 1x1 through
+            # oneDNN took 1.4-1.8x as long, docs/decisions.md)
             self.atom_generator = nn.Sequential(
-                nn.Conv2d(in_channels, gen_hidden, 1, stride=stride),
+                nn.Conv2d(in_channels, gen_hidden, 1),
                 nn.BatchNorm2d(gen_hidden),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(gen_hidden, predicted, 3, padding=1),
@@ -204,9 +206,15 @@ class ACDAConv2d(nn.Module):
         span_w = (out_w - 1) * self.stride + self.gen_kernel
         height, width = x.shape[-2:]
         shifts = (-start, start + span_w - width, -start, start + span_h - height)
-        # negative amounts crop; when traced for export the amounts are symbolic (they depend on the size)
-        if any(shifts) or torch.jit.is_tracing():
+        # negative amounts crop (a view where nothing is padded); traced for export, the amounts are symbolic
+        if torch.jit.is_tracing() or any(shift > 0 for shift in shifts):
             x = F.pad(x, shifts)
+        elif any(shifts):
+            x = x[:, :, start : start + span_h, start : start + span_w]
+        # The paper generator's 1x1 runs at stride 1 on the window centres (in a layer pickled whole before
+        # 2026-12-02 (night) the 1x1 itself has the stride).
+        if self.generator == "paper" and self.stride > 1 and self.atom_generator[0].stride == (1, 1):
+            x = x[:, :, :: self.stride, :: self.stride]
         alpha = self.atom_generator(x)
         return alpha.reshape(x.shape[0], self.num_atoms, self.num_bases, out_h, out_w)
 
