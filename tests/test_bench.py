@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from acda_lightning.cli import main
+from acda_lightning.cli import main, run
 
 TABLE6_KEYS = {
     "kernel_size", "conv_flops", "acda_conv_flops", "acda_total_flops",
@@ -99,6 +99,35 @@ def test_train_view_prints_each_steps_page_faults(capsys):
     header, _, *rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert header.split("|")[-2].strip() == "page faults/step"
     assert len(rows) == 2 and all(row.split("|")[-2].strip().replace(",", "").isdigit() for row in rows)
+
+
+# resnet18's sixteen 3x3 convs by input channels: layer1 4 x 64; layer2 64 + 3 x 128; layer3 128 + 3 x 256;
+# layer4 256 + 3 x 512
+RESNET18_3X3_INPUT_CHANNELS = [64] * 5 + [128] * 4 + [256] * 4 + [512] * 3
+
+
+def test_train_view_passes_resnet18_options_to_its_acda_layers(capsys):
+    result = bench_json(capsys, "train", "--quick", "--models", "resnet18:conv=acda", "resnet18:conv=acda,gen_hidden=16")
+    default, narrow = (row["parameters"] for row in result["rows"])
+
+    def generator_parameters(hidden: int) -> int:  # 1x1 C -> hidden, BatchNorm, 3x3 hidden -> 6 atoms x 6 bases
+        return sum(c * hidden + hidden + 2 * hidden + hidden * 36 * 9 + 36 for c in RESNET18_3X3_INPUT_CHANNELS)
+
+    assert default - narrow == generator_parameters(64) - generator_parameters(16)
+
+
+@pytest.mark.parametrize("spec, named", [
+    ("lenet:conv", "options are key=value"),
+    ("lenet:foo=1", "'foo'"),
+    ("resnet18:conv=dfn", "conv=conv or conv=acda"),
+    ("resnet18:conv=conv,gen_hidden=16", "['gen_hidden']"),
+    ("nosuch", "available: resnet18 (torchvision's), ad_resnet_l"),
+])
+def test_a_bad_model_spec_is_one_error_line(monkeypatch, capsys, spec, named):
+    monkeypatch.setattr("sys.argv", ["acda", "bench", "train", "--quick", "--models", spec])
+    assert run() == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("acda: error: ") and named in line
 
 
 def test_page_fault_count_sees_memory_mapped_afresh_and_not_memory_reused():

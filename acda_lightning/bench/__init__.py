@@ -110,7 +110,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--impls", nargs="+", help="ACDA impls to include (layer view)")
     parser.add_argument("--groups", choices=["dense", "depthwise"], default="dense",
                         help="layer view: depthwise = nn.Conv2d(groups=C) vs depthwise ACDA (default 7x7, 256 ch, 56x56)")
-    parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda")
+    parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda or resnet18:conv=acda,gen_hidden=32")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--plot", help="layer view: write a PNG of time and memory vs kernel size here")

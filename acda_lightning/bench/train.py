@@ -7,7 +7,7 @@ import statistics
 import torch
 from torch import nn
 
-from ..models import create_model
+from ..models import create_model, list_models
 from ..nn import ACDAConv2d
 from ..nn.baselines import dfn_filter_bytes
 from ..paper import TABLE7, TABLE7_BATCH_PER_GPU, TABLE7_SIZE
@@ -16,13 +16,15 @@ from .measure import counting_page_faults, interleaved_times, peak_memory, summa
 TABLE7_MODEL = "ad_resnet_s"
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """"lenet:conv=acda,kernel_size=5" -> ("lenet", {"conv": "acda", "kernel_size": "5"})."""
+def parse_spec(spec: str) -> tuple[str, dict[str, str | int]]:
+    """"lenet:conv=acda,kernel_size=5" -> ("lenet", {"conv": "acda", "kernel_size": 5})."""
     name, _, options = spec.partition(":")
-    kwargs = dict(option.split("=", 1) for option in options.split(",") if option)
-    for key, value in kwargs.items():
-        if value.lstrip("-").isdigit():
-            kwargs[key] = int(value)
+    kwargs = {}
+    for option in filter(None, options.split(",")):
+        key, equals, value = option.partition("=")
+        if not (key and equals):
+            raise ValueError(f"--models {spec!r}: options are key=value, got {option!r} (e.g. lenet:conv=acda)")
+        kwargs[key] = int(value) if value.lstrip("-").isdigit() else value
     return name, kwargs
 
 
@@ -36,15 +38,23 @@ NETWORK_STEPS = (
 
 
 def build(name: str, **kwargs) -> nn.Module:
-    """A registered model, or torchvision's resnet18 (10 classes) converted by to_acda when conv="acda"."""
+    """A registered model, or torchvision's resnet18 (10 classes): conv="conv" as it is, conv="acda" converted by
+    to_acda (every 3x3; the other options go to each ACDAConv2d, e.g. gen_hidden=32)."""
     if name != "resnet18":
+        if name not in list_models():
+            raise ValueError(f"unknown model {name!r}; available: resnet18 (torchvision's), {', '.join(list_models())}")
         return create_model(name, **kwargs)
     from torchvision.models import resnet18
 
     from ..nn import to_acda
 
+    conv = kwargs.pop("conv", "conv")
+    if conv not in ("conv", "acda"):
+        raise ValueError(f"resnet18 takes conv=conv or conv=acda, got conv={conv!r}")
+    if conv == "conv" and kwargs:
+        raise ValueError(f"resnet18:conv=conv takes no other options (they set ACDA layers), got {sorted(kwargs)}")
     model = resnet18(num_classes=10)
-    return to_acda(model, kernel_sizes=(3,)) if kwargs.get("conv") == "acda" else model
+    return to_acda(model, kernel_sizes=(3,), **kwargs) if conv == "acda" else model
 
 
 def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: bool = False) -> list[dict]:
@@ -104,7 +114,10 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
     models, runs, page_faults = {}, {}, {}
     for spec in specs:
         name, kwargs = parse_spec(spec)
-        model = build(name, **kwargs).to(device)
+        try:
+            model = build(name, **kwargs).to(device)
+        except TypeError as error:  # an option the model (or its ACDA layers) does not take
+            raise ValueError(f"--models {spec!r}: {error}") from None
         x = torch.randn(batch, input_channels(model), size, size, device=device)
         models[spec] = (model, x)
         runs[spec] = train_step(model, x)
