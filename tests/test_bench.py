@@ -92,6 +92,10 @@ def test_train_view_runs_registered_models_by_name(capsys):
     assert rows["toy_detector:conv=acda"]["parameters"] == TOY_ACDA_PARAMETERS
     check_step_times(list(rows.values()), elapsed)
     assert all(row["page_faults_per_step"] >= 0 for row in rows.values())
+    # the ACDA step against its conv twin's, repeat by repeat (--quick: one repeat)
+    conv_row, acda_row = rows["toy_detector:conv=conv"], rows["toy_detector:conv=acda"]
+    assert "ratio_to_conv" not in conv_row
+    assert acda_row["ratio_to_conv"]["median"] == acda_row["step_seconds"][0] / conv_row["step_seconds"][0]
 
 
 def test_train_view_prints_each_steps_page_faults(capsys):
@@ -99,6 +103,9 @@ def test_train_view_prints_each_steps_page_faults(capsys):
     header, _, *rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
     assert header.split("|")[-2].strip() == "page faults/step"
     assert len(rows) == 2 and all(row.split("|")[-2].strip().replace(",", "").isdigit() for row in rows)
+    ratio_column = [cell.strip() for cell in header.split("|")].index("step / conv twin's")
+    conv_ratio, acda_ratio = (row.split("|")[ratio_column].strip() for row in rows)
+    assert conv_ratio == "-" and float(acda_ratio.split()[0]) > 0
 
 
 # resnet18's sixteen 3x3 convs by input channels: layer1 4 x 64; layer2 64 + 3 x 128; layer3 128 + 3 x 256;

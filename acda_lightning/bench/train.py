@@ -62,13 +62,23 @@ def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: 
     rows = []
     for size, batch, specs in NETWORK_STEPS:
         size, batch = (min(size, 64), 2) if quick else (size, batch)
-        pair = bench_training(list(specs), size, batch, device, warmup, repeats)
-        conv_row, acda_row = pair
-        acda_row["ratio_to_conv"] = summary(
-            [a / c for a, c in zip(acda_row["step_seconds"], conv_row["step_seconds"])]
-        )
-        rows += pair
+        rows += bench_training(list(specs), size, batch, device, warmup, repeats)
     return rows
+
+
+def add_ratios_to_conv_twins(rows: list[dict]) -> None:
+    """Each row whose spec sets conv to something other than "conv" gets ``ratio_to_conv``: its steps over those
+    of the first spec of the same model with conv=conv, repeat by repeat (the two ran interleaved)."""
+    twins = {}
+    for row in rows:
+        name, kwargs = parse_spec(row["model"])
+        if kwargs.get("conv") == "conv":
+            twins.setdefault(name, row)
+    for row in rows:
+        name, kwargs = parse_spec(row["model"])
+        if kwargs.get("conv", "conv") != "conv" and name in twins:
+            steps = zip(row["step_seconds"], twins[name]["step_seconds"])
+            row["ratio_to_conv"] = summary([step / twin_step for step, twin_step in steps])
 
 
 def input_channels(model: nn.Module) -> int:
@@ -142,6 +152,7 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
             "peak_bytes": peak_memory(runs[spec], device),
             "page_faults_per_step": statistics.median(faults) if faults else None,
         })
+    add_ratios_to_conv_twins(rows)
     return rows
 
 
@@ -163,7 +174,7 @@ def table7(size: int, batch: int, device: torch.device, warmup: int, repeats: in
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| model | input | params | images/s | s/step: median [min, max] | ACDA / conv step | peak MB "
+    lines = ["| model | input | params | images/s | s/step: median [min, max] | step / conv twin's | peak MB "
              "| page faults/step |",
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
