@@ -137,6 +137,33 @@ def test_a_bad_model_spec_is_one_error_line(monkeypatch, capsys, spec, named):
     assert line.startswith("acda: error: ") and named in line
 
 
+@pytest.mark.parametrize("args, named", [
+    (["layer", "--sizes", "0"], "argument --sizes: must be an integer >= 1, got 0"),
+    (["layer", "--batch", "0"], "argument --batch: must be an integer >= 1, got 0"),
+    (["train", "--repeats", "0"], "argument --repeats: must be an integer >= 1, got 0"),
+    (["train", "--warmup", "-1"], "argument --warmup: must be an integer >= 0, got -1"),
+    (["layer", "--kernel-sizes", "x"], "argument --kernel-sizes: invalid int value: 'x'"),
+])
+def test_a_bad_number_is_refused_before_anything_runs(monkeypatch, capsys, args, named):
+    monkeypatch.setattr("sys.argv", ["acda", "bench", *args])
+    with pytest.raises(SystemExit) as stopped:
+        run()
+    assert stopped.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == f"acda bench: error: {named}"
+
+
+@pytest.mark.parametrize("args, named", [
+    (["roofline", "--kernel-sizes", "4"], "--kernel-sizes 4: the benchmarks time the default layer"),
+    (["layer", "--quick", "--kernel-sizes", "1"], "--kernel-sizes 1: the benchmarks time the default layer"),
+    pytest.param(["layer", "--quick", "--device", "cuda"], "--device cuda: this machine has no CUDA device",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
+])
+def test_a_setting_the_benchmarks_cannot_run_is_one_error_line(monkeypatch, capsys, args, named):
+    monkeypatch.setattr("sys.argv", ["acda", "bench", *args])
+    assert run() == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"acda: error: {named}")
+
+
 def test_page_fault_count_sees_memory_mapped_afresh_and_not_memory_reused():
     """What the train view's page-fault column counts: writing 64 MB of newly mapped memory faults on every page
     (at least once per 2 MB huge page), writing it again does not."""

@@ -49,3 +49,9 @@ def test_triton_counts_its_padded_dots_and_beats_half_a_conv_at_k7(capsys):
     window, pointwise = 32 * 10**4 * 256 * 64 * 8, 32 * 10**4 * 256 * 256 * 8
     assert forward["tensor_macs"] == 2 * window + pointwise
     assert rows["triton", 7, 32]["forward_backward"]["layer_vs_conv"] <= 0.5
+
+
+def test_any_odd_kernel_size_counts_its_own_bases(capsys):
+    """k=9 keeps 4 scales x 6 = 24 Fourier-Bessel bases: the generator predicts m*K = 144 values per pixel."""
+    generator = roofline_rows(capsys, "--kernel-sizes", "9", "--batch", "1")["generator", 9, 1]["forward"]
+    assert generator["tensor_macs"] == 100 * 100 * (256 * 64 + 64 * 6 * 24 * 9)

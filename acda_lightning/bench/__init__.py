@@ -10,6 +10,7 @@ largest allocation total during one call (CUDA allocator stats, or the profiler'
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 from pathlib import Path
@@ -59,6 +60,12 @@ def run(args) -> str:
     from . import layer, roofline, table6, train  # imported here so that building the CLI parser stays light
 
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no CUDA device torch can use; run with --device cpu")
+    for kernel_size in args.kernel_sizes or ():
+        if kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"--kernel-sizes {kernel_size}: the benchmarks time the default layer, whose "
+                             "Fourier-Bessel bases need an odd kernel size >= 3")
     result: dict = {"view": args.view, "machine": machine(device)}
     text = []
     if args.view == "table6":
@@ -98,21 +105,35 @@ def run(args) -> str:
     return "\n\n".join([f"Machine: {result['machine']}", *text])
 
 
+def at_least(minimum: int):
+    """An argparse type: an int >= minimum (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse's "invalid int value" message for text that is not a number
+    return parse
+
+
 def add_arguments(parser) -> None:
+    positive = at_least(1)
     parser.add_argument("view", choices=VIEWS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--format", default="md", choices=["md", "json"])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat: checks the plumbing only")
-    parser.add_argument("--kernel-sizes", dest="kernel_sizes", type=int, nargs="+")
-    parser.add_argument("--channels", type=int, nargs="+")
-    parser.add_argument("--sizes", type=int, nargs="+", help="input height = width")
-    parser.add_argument("--batch", type=int)
+    parser.add_argument("--kernel-sizes", dest="kernel_sizes", type=positive, nargs="+")
+    parser.add_argument("--channels", type=positive, nargs="+")
+    parser.add_argument("--sizes", type=positive, nargs="+", help="input height = width")
+    parser.add_argument("--batch", type=positive)
     parser.add_argument("--impls", nargs="+", help="ACDA impls to include (layer view)")
     parser.add_argument("--groups", choices=["dense", "depthwise"], default="dense",
                         help="layer view: depthwise = nn.Conv2d(groups=C) vs depthwise ACDA (default 7x7, 256 ch, 56x56)")
     parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda or resnet18:conv=acda,gen_hidden=32")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=positive, default=5)
+    parser.add_argument("--warmup", type=at_least(0), default=1)
     parser.add_argument("--plot", help="layer view: write a PNG of time and memory vs kernel size here")
     parser.add_argument("--autocast", choices=list(AUTOCAST_DTYPES), default="none",
                         help="layer view: every forward under torch.autocast (bf16: as --trainer.precision bf16-mixed)")

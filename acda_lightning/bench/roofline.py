@@ -31,12 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
+from ..nn.bases import default_scales
 from ..paper import TABLE6_SETTING
 
 # NVIDIA H100 SXM5 datasheet, dense (no sparsity): FLOP/s (a multiply-add is 2) and HBM3 bytes/s.
 H100 = {"name": "H100 SXM5", "tensor_bf16_flops": 989.4e12, "fp32_flops": 66.9e12, "dram_bytes_per_second": 3.35e12}
 ELEMENT, ACCUMULATOR = 2, 4  # bytes: a bf16 value, an fp32 value
-NUM_BASES = {3: 6, 5: 12, 7: 18}  # Fourier-Bessel bases the layer keeps per kernel size
+BASES_PER_SCALE = 6  # the layer's default: 6 Fourier-Bessel bases per odd scale up to the kernel size
 GENERATOR_HIDDEN = 64
 # as nn/kernels/triton_acda.py's FORWARD_CONFIGS[0]["outputs"], INPUT_GRAD_BLOCKS["channels"] and TAP_BLOCK
 TRITON_FORWARD_OUTPUT_BLOCK, TRITON_INPUT_GRAD_CHANNEL_BLOCK, TRITON_TAP_BLOCK = 128, 256, 16
@@ -62,7 +63,7 @@ def passes(kernel: str, batch: int, kernel_size: int, channels: int = 256, size:
            num_atoms: int = 6) -> dict[str, Work]:
     """{"forward": Work, "backward": Work} of one kernel at this setting."""
     b, c, o, m, taps = batch, channels, channels, num_atoms, kernel_size**2
-    bases, pixels = NUM_BASES[kernel_size], size * size
+    bases, pixels = BASES_PER_SCALE * len(default_scales(kernel_size)), size * size
     e, acc = ELEMENT, ACCUMULATOR
     x = y = b * c * pixels  # elements (C = O)
     alpha, atoms = b * m * bases * pixels, b * m * taps * pixels
