@@ -524,8 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "models":
         from .models import create_model, list_models
 
+        names = list_models(args.pattern)
+        if not names:
+            raise ValueError(f"no registered model matches {args.pattern!r}; the models: {', '.join(list_models())}")
         print(f"{'model':16s} {'conv':5s} {'parameters':>12s}  paper (ours vs paper)")
-        for name in list_models(args.pattern):
+        for name in names:
             for conv in ("acda", "conv"):  # every registered model takes conv="acda"|"conv"
                 model = create_model(name, conv=conv)
                 count = sum(p.numel() for p in model.parameters())

@@ -108,3 +108,12 @@ def test_models_command_prints_ours_beside_the_papers(capsys):
         count = int(line.split()[2].replace(",", ""))
         for table, value in papers.items():  # the paper's count, and ours relative to it
             assert f"{value / 1e6:.2f}M {table} ({100 * (count / value - 1):+.1f}%)" in line
+
+
+def test_models_command_names_the_models_when_a_pattern_matches_none(monkeypatch, capsys):
+    from acda_lightning.cli import run
+
+    monkeypatch.setattr("sys.argv", ["acda", "models", "resnet*"])
+    assert run() == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("acda: error: no registered model matches 'resnet*'; the models: ad_resnet_l")
