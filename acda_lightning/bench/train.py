@@ -69,13 +69,12 @@ def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: 
 def add_ratios_to_conv_twins(rows: list[dict]) -> None:
     """Each row whose spec sets conv to something other than "conv" gets ``ratio_to_conv``: its steps over those
     of the first spec of the same model with conv=conv, repeat by repeat (the two ran interleaved)."""
+    parsed = [(row, *parse_spec(row["model"])) for row in rows]
     twins = {}
-    for row in rows:
-        name, kwargs = parse_spec(row["model"])
+    for row, name, kwargs in parsed:
         if kwargs.get("conv") == "conv":
             twins.setdefault(name, row)
-    for row in rows:
-        name, kwargs = parse_spec(row["model"])
+    for row, name, kwargs in parsed:
         if kwargs.get("conv", "conv") != "conv" and name in twins:
             steps = zip(row["step_seconds"], twins[name]["step_seconds"])
             row["ratio_to_conv"] = summary([step / twin_step for step, twin_step in steps])
