@@ -108,6 +108,42 @@ def test_train_view_prints_each_steps_page_faults(capsys):
     assert conv_ratio == "-" and float(acda_ratio.split()[0]) > 0
 
 
+def test_train_view_times_each_acda_net_again_with_its_generators_fixed(capsys):
+    result = bench_json(capsys, "train", "--quick", "--fixed-generator",
+                        "--models", "toy_detector:conv=conv", "toy_detector:conv=acda")
+    rows = {row["label"]: row for row in result["rows"]}
+    assert list(rows) == ["toy_detector:conv=conv", "toy_detector:conv=acda",
+                          "toy_detector:conv=acda (generator fixed)"]  # a conv net has no generator to fix
+    conv_row, fixed_row = rows["toy_detector:conv=conv"], rows["toy_detector:conv=acda (generator fixed)"]
+    assert [row["generator_fixed"] for row in rows.values()] == [False, False, True]
+    assert fixed_row["model"] == "toy_detector:conv=acda" and fixed_row["parameters"] == TOY_ACDA_PARAMETERS
+    assert fixed_row["ratio_to_conv"]["median"] == fixed_row["step_seconds"][0] / conv_row["step_seconds"][0]
+
+
+def test_a_fixed_generator_runs_once_and_leaves_the_kernels_gradients_whole():
+    from acda_lightning.bench.train import build, with_fixed_generators
+    from acda_lightning.nn import ACDAConv2d
+
+    model = build("lenet", conv="acda").eval()
+    fixed = with_fixed_generators(model)
+    layers = [m for m in fixed.modules() if isinstance(m, ACDAConv2d)]
+    generator_calls, layer_inputs = [], {}
+    for layer in layers:
+        layer.atom_generator.register_forward_hook(lambda *_: generator_calls.append(1))
+        layer.register_forward_pre_hook(lambda m, args: layer_inputs.__setitem__(m, args[0]))
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(fixed(x), model(x))  # the first call predicts alpha as the model does
+    assert len(generator_calls) == len(layers) == 2
+    fixed.train()(x).square().mean().backward()
+    assert len(generator_calls) == 2  # later steps reuse it
+    for layer in layers:
+        assert layer.coefficients.grad.abs().sum() > 0  # A's gradient flows through the kernel's backward
+        assert all(p.grad is None for p in layer.atom_generator.parameters())
+        alpha = layer.basis_coefficients(layer_inputs[layer])
+        assert alpha.requires_grad and alpha.grad is None  # the kernel computes dL/dalpha, which is then dropped
+    assert all("basis_coefficients" not in vars(m) for m in model.modules())  # the model itself is untouched
+
+
 # resnet18's sixteen 3x3 convs by input channels: layer1 4 x 64; layer2 64 + 3 x 128; layer3 128 + 3 x 256;
 # layer4 256 + 3 x 512
 RESNET18_3X3_INPUT_CHANNELS = [64] * 5 + [128] * 4 + [256] * 4 + [512] * 3
@@ -154,6 +190,7 @@ def test_a_bad_number_is_refused_before_anything_runs(monkeypatch, capsys, args,
 @pytest.mark.parametrize("args, named", [
     (["roofline", "--kernel-sizes", "4"], "--kernel-sizes 4: the benchmarks time the default layer"),
     (["layer", "--quick", "--kernel-sizes", "1"], "--kernel-sizes 1: the benchmarks time the default layer"),
+    (["layer", "--quick", "--fixed-generator"], "--fixed-generator times training steps: it belongs to the train"),
     pytest.param(["layer", "--quick", "--device", "cuda"], "--device cuda: this machine has no CUDA device",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is here")),
 ])

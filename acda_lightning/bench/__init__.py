@@ -66,6 +66,8 @@ def run(args) -> str:
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"--kernel-sizes {kernel_size}: the benchmarks time the default layer, whose "
                              "Fourier-Bessel bases need an odd kernel size >= 3")
+    if args.fixed_generator and args.view != "train":
+        raise ValueError(f"--fixed-generator times training steps: it belongs to the train view, not {args.view}")
     result: dict = {"view": args.view, "machine": machine(device)}
     text = []
     if args.view == "table6":
@@ -80,9 +82,9 @@ def run(args) -> str:
         repeats, warmup = (1, 0) if args.quick else (args.repeats, args.warmup)
         if args.view == "train":
             if args.models:
-                rows = train.bench_training(args.models, size, batch, device, warmup, repeats)
+                rows = train.bench_training(args.models, size, batch, device, warmup, repeats, args.fixed_generator)
             else:
-                rows = train.bench_network_steps(device, warmup, repeats, quick=args.quick)
+                rows = train.bench_network_steps(device, warmup, repeats, args.quick, args.fixed_generator)
             result["rows"] = rows
             text.append(train.markdown(rows))
         else:
@@ -132,6 +134,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--groups", choices=["dense", "depthwise"], default="dense",
                         help="layer view: depthwise = nn.Conv2d(groups=C) vs depthwise ACDA (default 7x7, 256 ch, 56x56)")
     parser.add_argument("--models", nargs="+", help="train view: NAME[:key=value,...], e.g. lenet:conv=acda or resnet18:conv=acda,gen_hidden=32")
+    parser.add_argument("--fixed-generator", dest="fixed_generator", action="store_true",
+                        help="train view: also time each ACDA net with every generator's output held fixed "
+                             "(what the generator costs of a step)")
     parser.add_argument("--repeats", type=positive, default=5)
     parser.add_argument("--warmup", type=at_least(0), default=1)
     parser.add_argument("--plot", help="layer view: write a PNG of time and memory vs kernel size here")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import statistics
 
 import torch
@@ -57,12 +58,13 @@ def build(name: str, **kwargs) -> nn.Module:
     return to_acda(model, kernel_sizes=(3,), **kwargs) if conv == "acda" else model
 
 
-def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: bool = False) -> list[dict]:
+def bench_network_steps(device: torch.device, warmup: int, repeats: int, quick: bool = False,
+                        fixed_generator: bool = False) -> list[dict]:
     """NETWORK_STEPS, each pair interleaved in one process, with the ACDA step's ratio to its conv twin."""
     rows = []
     for size, batch, specs in NETWORK_STEPS:
         size, batch = (min(size, 64), 2) if quick else (size, batch)
-        rows += bench_training(list(specs), size, batch, device, warmup, repeats)
+        rows += bench_training(list(specs), size, batch, device, warmup, repeats, fixed_generator)
     return rows
 
 
@@ -119,7 +121,41 @@ def dfn_predicted_bytes(model: nn.Module, x: torch.Tensor, batch: int, size: int
     )
 
 
-def bench_training(specs: list[str], size: int, batch: int, device: torch.device, warmup: int, repeats: int) -> list[dict]:
+FIXED_GENERATOR = " (generator fixed)"
+
+
+def with_fixed_generators(model: nn.Module) -> nn.Module:
+    """A copy of model whose ACDA layers skip their generator: each returns the alpha it predicted at its first
+    call (per input shape) as a fixed tensor that still takes a gradient, so the kernel's forward and backward
+    run whole and only the generator's own work is gone. Timed beside the model, it says what the generator
+    costs of a step (and so what a cheaper one could save at most)."""
+    fixed = copy.deepcopy(model)
+    for layer in fixed.modules():
+        if isinstance(layer, ACDAConv2d):
+            layer.basis_coefficients = first_prediction(layer.basis_coefficients)
+    return fixed
+
+
+def first_prediction(predict):
+    """predict (an ACDA layer's basis_coefficients) run once per input shape; later calls get that alpha."""
+    predictions = {}
+
+    def fixed(x: torch.Tensor) -> torch.Tensor:
+        if x.shape not in predictions:
+            with torch.no_grad():
+                alpha = predict(x).requires_grad_()
+            # dL/dalpha is computed (the kernel's backward stays whole), then dropped rather than summed up
+            alpha.register_post_accumulate_grad_hook(lambda leaf: setattr(leaf, "grad", None))
+            predictions[x.shape] = alpha
+        return predictions[x.shape]
+
+    return fixed
+
+
+def bench_training(specs: list[str], size: int, batch: int, device: torch.device, warmup: int, repeats: int,
+                   fixed_generator: bool = False) -> list[dict]:
+    """Each spec's SGD step, interleaved in one process. fixed_generator: each model with ACDA layers is also
+    timed as ``with_fixed_generators`` makes it, in a row labelled SPEC + FIXED_GENERATOR."""
     models, runs, page_faults = {}, {}, {}
     for spec in specs:
         name, kwargs = parse_spec(spec)
@@ -128,27 +164,33 @@ def bench_training(specs: list[str], size: int, batch: int, device: torch.device
         except TypeError as error:  # an option the model (or its ACDA layers) does not take
             raise ValueError(f"--models {spec!r}: {error}") from None
         x = torch.randn(batch, input_channels(model), size, size, device=device)
-        models[spec] = (model, x)
-        runs[spec] = train_step(model, x)
-        page_faults[spec] = []
+        variants = {spec: model}
+        if fixed_generator and any(isinstance(module, ACDAConv2d) for module in model.modules()):
+            variants[spec + FIXED_GENERATOR] = with_fixed_generators(model)
+        for label, variant in variants.items():
+            models[label] = (spec, variant)
+            runs[label] = train_step(variant, x)
+            page_faults[label] = []
     if device.type == "cpu":
-        runs_counted = {spec: counting_page_faults(run, page_faults[spec]) for spec, run in runs.items()}
+        runs_counted = {label: counting_page_faults(run, page_faults[label]) for label, run in runs.items()}
     else:
         runs_counted = runs
     times = interleaved_times(runs_counted, device, warmup, repeats)
     rows = []
-    for spec, (model, x) in models.items():
-        seconds = summary(times[spec])
-        faults = page_faults[spec][-repeats:]  # the timed steps, not the warm-up
+    for label, (spec, model) in models.items():
+        seconds = summary(times[label])
+        faults = page_faults[label][-repeats:]  # the timed steps, not the warm-up
         rows.append({
             "model": spec,
+            "label": label,
+            "generator_fixed": label != spec,
             "size": size,
             "batch": batch,
             "parameters": sum(p.numel() for p in model.parameters()),
             "seconds_per_step": seconds,
-            "step_seconds": times[spec],
+            "step_seconds": times[label],
             "images_per_second": batch / seconds["median"],
-            "peak_bytes": peak_memory(runs[spec], device),
+            "peak_bytes": peak_memory(runs[label], device),
             "page_faults_per_step": statistics.median(faults) if faults else None,
         })
     add_ratios_to_conv_twins(rows)
@@ -182,7 +224,7 @@ def markdown(rows: list[dict]) -> str:
         ratio_text = f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]" if ratio else "-"
         faults = row.get("page_faults_per_step")
         lines.append(
-            f"| {row['model']} | {row['batch']}x{row['size']}px | {row['parameters']:,} | "
+            f"| {row['label']} | {row['batch']}x{row['size']}px | {row['parameters']:,} | "
             f"{row['images_per_second']:.1f} | {s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}] | {ratio_text} | "
             f"{row['peak_bytes'] / 2**20:.1f} | {'-' if faults is None else f'{faults:,.0f}'} |"
         )
